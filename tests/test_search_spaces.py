@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import pytest
+
+from search_spaces import Condition, SpaceError, available_spaces, load_space, parse_parameter
+from trainables.config import check_value
+
+
+@pytest.mark.parametrize("name", available_spaces())
+def test_every_builtin_space_is_valid(name):
+    space = load_space(name)
+    space.check(check_value)
+    assert space.to_tune().keys() == space.parameters.keys()
+
+
+def test_mlp_space_matches_the_default_study():
+    space = load_space("mlp")
+    assert space.parameters["method"].choices == ("dense", "static", "set", "rigl")
+    assert space.parameters["update_interval"].log and space.parameters["lr"].log
+    assert space.parameters["sparsity"].high == 0.99
+
+
+def test_int_domain_includes_its_upper_bound():
+    from ray.tune.search.sample import Integer
+
+    param = parse_parameter("depth", {"type": "int", "low": 1, "high": 4}, "")
+    domain = param.to_tune()
+    assert isinstance(domain, Integer) and (domain.lower, domain.upper) == (1, 5)
+    samples = {domain.sample() for _ in range(400)}
+    assert samples == {1, 2, 3, 4}
+
+
+def test_log_domain_samples_on_a_log_scale():
+    import numpy as np
+
+    domain = parse_parameter(
+        "u", {"type": "int", "low": 1, "high": 10000, "log": True}, ""
+    ).to_tune()
+    samples = np.array(domain.sample(size=4000))
+    # Uniform in log10: about a quarter of the samples in each decade [1,10), [10,100), ...
+    below_100 = np.mean(samples < 100)
+    assert 0.4 < below_100 < 0.6
+
+
+def test_resolve_applies_conditions():
+    space = load_space("mlp")
+    dense = space.resolve(
+        {"method": "dense", "sparsity": 0.7, "distribution": "erk", "update_interval": 5, "lr": 0.1}
+    )
+    assert dense["sparsity"] == 0.0  # inactive value
+    assert "distribution" not in dense and "update_interval" not in dense  # dropped -> null
+    static = space.resolve({"method": "static", "sparsity": 0.7, "update_interval": 5})
+    assert static["sparsity"] == 0.7 and "update_interval" not in static
+    rigl = space.resolve({"method": "rigl", "sparsity": 0.7, "update_interval": 5})
+    assert rigl["update_interval"] == 5
+
+
+@pytest.mark.parametrize(
+    "text, config, holds",
+    [
+        ("method != dense", {"method": "set"}, True),
+        ("method != dense", {"method": "dense"}, False),
+        ("method in [set, rigl]", {"method": "rigl"}, True),
+        ("method not in [set, rigl]", {"method": "rigl"}, False),
+        ("depth == 2", {"depth": 2}, True),
+    ],
+)
+def test_conditions(text, config, holds):
+    assert Condition.parse(text, "x").holds(config) is holds
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"type": "float", "low": 1, "high": 0}, "above high"),
+        ({"type": "float", "low": 0, "high": 1, "log": True}, "log scale needs low > 0"),
+        ({"type": "int", "low": 0.5, "high": 3}, "whole numbers"),
+        ({"type": "categorical", "choices": []}, "non-empty list"),
+        ({"type": "float", "low": 0, "high": 1, "step": 2}, "unknown keys"),
+        ({"type": "float", "low": 0, "high": 1, "when": "method is dense"}, "not understood"),
+        ({"type": "vector"}, "allowed float, int, categorical"),
+    ],
+)
+def test_malformed_parameters(body, message):
+    with pytest.raises(SpaceError, match=message):
+        parse_parameter("p", body, "")

@@ -1,0 +1,163 @@
+"""The hyperparameters of one training run: names, defaults, allowed values.
+
+One table serves every entry point (the `train` command, study specs, `--set`, the Ray
+trainable), so a bad value is refused the same way everywhere, naming the field, the value
+and what is allowed. Unknown keys are an error, as in nanoGPT's configurator.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A hyperparameter or spec field with a bad name or value; the message says the fix."""
+
+
+@dataclass(frozen=True)
+class Field:
+    default: Any
+    kind: type  # int, float, str, bool
+    doc: str
+    low: float | None = None  # inclusive bounds for numbers
+    high: float | None = None
+    high_open: bool = False  # True when `high` itself is not allowed (sparsity < 1)
+    low_open: bool = False
+    choices: tuple[str, ...] | None = None  # filled in lazily for registries (datasets, ...)
+
+
+def _registry_choices(name: str) -> tuple[str, ...] | None:
+    # Lazy so that importing the config does not import torch models or datasets.
+    if name == "dataset":
+        from trainables.datasets import DATASETS
+
+        return tuple(DATASETS)
+    if name == "model":
+        from trainables.models import MODELS
+
+        return tuple(MODELS)
+    if name == "method":
+        from trainables.sparsity import METHODS
+
+        return tuple(METHODS)
+    if name == "distribution":
+        from trainables.sparsity import DISTRIBUTIONS
+
+        return tuple(DISTRIBUTIONS)
+    return None
+
+
+FIELDS: dict[str, Field] = {
+    # data
+    "dataset": Field("digits", str, "dataset name"),
+    "data_dir": Field("data", str, "where datasets are downloaded and cached"),
+    "batch_size": Field(64, int, "training batch size", low=1),
+    # model
+    "model": Field("mlp", str, "registered model family"),
+    "depth": Field(2, int, "number of hidden layers (mlp)", low=1, high=16),
+    "width": Field(128, int, "hidden units per layer (mlp)", low=1, high=65536),
+    "dropout": Field(0.0, float, "dropout probability", low=0.0, high=1.0, high_open=True),
+    # sparsity
+    "method": Field("dense", str, "sparse-training method"),
+    "sparsity": Field(
+        0.0,
+        float,
+        "fraction of prunable weights removed (0.9 keeps 10%)",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+    ),
+    "distribution": Field("uniform", str, "how the global sparsity is spread over layers"),
+    "sparse_init": Field(True, bool, "rescale initial weights by 1/sqrt(layer density)"),
+    "update_interval": Field(100, int, "steps between mask updates", low=1),
+    "update_end": Field(
+        0.75,
+        float,
+        "fraction of training after which masks stop changing",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    ),
+    "drop_fraction": Field(
+        0.3,
+        float,
+        "fraction of active weights replaced per update (cosine-decayed)",
+        low=0.0,
+        high=1.0,
+    ),
+    # optimization
+    "lr": Field(0.1, float, "peak learning rate (SGD, cosine schedule)", low=0.0, low_open=True),
+    "momentum": Field(0.9, float, "SGD momentum (Nesterov)", low=0.0, high=1.0, high_open=True),
+    "weight_decay": Field(5e-4, float, "L2 weight decay", low=0.0),
+    "label_smoothing": Field(0.0, float, "label smoothing", low=0.0, high=1.0, high_open=True),
+    "epochs": Field(20, int, "training epochs", low=1),
+    "seed": Field(0, int, "training seed (init, masks, batch order)", low=0),
+    "device": Field("auto", str, "auto | cpu | cuda | cuda:N", choices=None),
+}
+
+
+def _suggest(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _range_text(f: Field) -> str:
+    lo = "(" if f.low_open else "["
+    hi = ")" if f.high_open else "]"
+    low = "-inf" if f.low is None else f"{f.low:g}"
+    high = "inf" if f.high is None else f"{f.high:g}"
+    return f"{lo}{low}, {high}{hi}"
+
+
+def check_value(name: str, value: Any, where: str = "") -> Any:
+    """Coerce `value` to the field's type and check it; return it or raise ConfigError."""
+    if name not in FIELDS:
+        raise ConfigError(
+            f"{where}unknown hyperparameter {name!r}{_suggest(name, FIELDS)} "
+            f"(known: {', '.join(FIELDS)})"
+        )
+    f = FIELDS[name]
+    label = f"{where}{name}={value!r}"
+    if f.kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{label}: expected a string ({f.doc})")
+        choices = f.choices or _registry_choices(name)
+        if name == "device":
+            if value not in ("auto", "cpu") and not value.startswith("cuda"):
+                raise ConfigError(f"{label}: allowed auto, cpu, cuda or cuda:N")
+        elif choices is not None and value not in choices:
+            raise ConfigError(
+                f"{label} is not one of the allowed values: {', '.join(choices)}"
+                f"{_suggest(value, choices)}"
+            )
+        return value
+    if f.kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{label}: expected true or false ({f.doc})")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{label}: expected a number ({f.doc}), allowed {_range_text(f)}")
+    if f.kind is int:
+        if float(value) != int(value):
+            raise ConfigError(f"{label}: expected a whole number ({f.doc})")
+        value = int(value)
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{label}: must be finite, allowed {_range_text(f)}")
+    too_low = f.low is not None and (value <= f.low if f.low_open else value < f.low)
+    too_high = f.high is not None and (value >= f.high if f.high_open else value > f.high)
+    if too_low or too_high:
+        raise ConfigError(f"{label} is out of range: allowed {_range_text(f)} ({f.doc})")
+    return value
+
+
+def make_config(overrides: dict[str, Any] | None = None, where: str = "") -> dict[str, Any]:
+    """Defaults updated by `overrides`, every value checked. Unknown keys raise ConfigError."""
+    config = {name: f.default for name, f in FIELDS.items()}
+    for name, value in (overrides or {}).items():
+        config[name] = check_value(name, value, where)
+    return config

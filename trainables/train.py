@@ -1,0 +1,225 @@
+"""The train loop: one configuration, trained epoch by epoch, reporting the metrics of DESIGN.md.
+
+`Trainer` holds everything a run needs (data on the device, model, optimizer, masks, FLOP
+counters) and `state_dict()`s it so a trial can resume from a checkpoint. `train(config)`
+yields one metrics dict per epoch; the Ray trainable and the `train` command both use it.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from trainables.config import make_config
+from trainables.datasets import DeviceDataset, load_dataset
+from trainables.flops import forward_flops, train_step_flops
+from trainables.models import create_model
+from trainables.sparsity import create_sparse_training
+
+# The metric names every trial reports (a contract: Parquet columns and objectives use them).
+METRICS = (
+    "val_accuracy", "val_error", "test_accuracy", "test_error", "val_f1_macro", "train_loss",
+    "train_flops", "inference_flops", "nonzero_params", "total_params", "density",
+    "train_seconds", "inference_seconds", "peak_memory_bytes", "epoch", "diverged",
+)  # fmt: skip
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def f1_macro(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
+    """Macro-averaged F1 from confusion counts (classes absent from both count as F1 = 0)."""
+    tp = torch.bincount(target[pred == target], minlength=num_classes).float()
+    predicted = torch.bincount(pred, minlength=num_classes).float()
+    actual = torch.bincount(target, minlength=num_classes).float()
+    f1 = 2 * tp / (predicted + actual).clamp_min(1)
+    return f1.mean().item()
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+@torch.no_grad()
+def rescale_sparse_init(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> None:
+    """Scale each layer's initial weights by 1/sqrt(density).
+
+    A random mask of density d cuts every unit's fan-in to d * fan_in, so a dense
+    (Kaiming) init leaves a sparse net's activations shrinking by sqrt(d) per layer and a
+    90%-sparse MLP barely trains. Rescaling restores the dense variance (Evci et al. 2022,
+    "Gradient flow in sparse neural networks").
+    """
+    for name, weight in weights.items():
+        density = masks[name].float().mean().item()
+        if 0 < density < 1:
+            weight.mul_(density**-0.5)
+
+
+class Trainer:
+    def __init__(self, config: dict[str, Any], data: DeviceDataset | None = None):
+        self.config = make_config(config)
+        c = self.config
+        self.device = resolve_device(c["device"])
+        torch.manual_seed(c["seed"])
+        self.generator = torch.Generator().manual_seed(c["seed"])
+        if data is None:
+            data = load_dataset(c["dataset"], c["data_dir"])
+        self.data = data.to(self.device)
+        self.model = create_model(c["model"], self.data.input_shape, self.data.num_classes, **c).to(
+            self.device
+        )
+        self.steps_per_epoch = math.ceil(len(self.data.y_train) / c["batch_size"])
+        self.total_steps = c["epochs"] * self.steps_per_epoch
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=c["lr"], momentum=c["momentum"],
+            nesterov=c["momentum"] > 0, weight_decay=c["weight_decay"],
+        )  # fmt: skip
+        self.sparse = create_sparse_training(
+            self.model,
+            method=c["method"],
+            sparsity=c["sparsity"],
+            distribution=c["distribution"],
+            update_interval=c["update_interval"],
+            update_end=c["update_end"],
+            drop_fraction=c["drop_fraction"],
+            total_steps=self.total_steps,
+            generator=self.generator,
+        )
+        if c["sparse_init"]:
+            rescale_sparse_init(self.sparse.weights, self.sparse.masks)
+        self.dense_flops = forward_flops(self.model, self.data.input_shape)
+        self.step = 0
+        self.epoch = 0
+        self.train_flops = 0
+        self.train_seconds = 0.0
+        self.diverged = False
+
+    def sparse_flops(self) -> int:
+        return forward_flops(self.model, self.data.input_shape, self.sparse.masks)
+
+    def lr_at(self, step: int) -> float:
+        # Cosine decay to zero over the whole run.
+        return self.config["lr"] * 0.5 * (1 + math.cos(math.pi * step / self.total_steps))
+
+    def train_epoch(self) -> float:
+        self.model.train()
+        c = self.config
+        total_loss, batches = 0.0, 0
+        sparse_flops = self.sparse_flops()
+        for x, y in self.data.train_batches(c["batch_size"], self.generator):
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            loss = F.cross_entropy(self.model(x), y, label_smoothing=c["label_smoothing"])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            dense_gradient = self.sparse.dense_gradient_step(self.step)
+            mask_updated = self.sparse.is_update_step(self.step)
+            skip_step = self.sparse.after_backward(self.step, self.optimizer)
+            if not skip_step:
+                self.optimizer.step()
+            self.sparse.after_step()
+            self.train_flops += len(y) * train_step_flops(
+                sparse_flops, self.dense_flops, dense_gradient
+            )
+            if mask_updated:  # FLOPs follow the masks as they change
+                sparse_flops = self.sparse_flops()
+            self.step += 1
+            loss_value = loss.detach()
+            total_loss += loss_value
+            batches += 1
+        mean_loss = (total_loss / max(batches, 1)).item() if batches else float("nan")
+        if not math.isfinite(mean_loss):
+            self.diverged = True
+        return mean_loss
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        self.model.eval()
+        pred = self.model(x).argmax(dim=1)
+        accuracy = (pred == y).float().mean().item()
+        return accuracy, f1_macro(pred, y, self.data.num_classes)
+
+    @torch.no_grad()
+    def time_inference(self) -> float:
+        """Seconds for one forward pass over the test set, in eval mode."""
+        self.model.eval()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        self.model(self.data.x_test)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+    def run_epoch(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        train_loss = self.train_epoch()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.train_seconds += time.perf_counter() - start
+        self.epoch += 1
+        val_accuracy, val_f1 = self.evaluate(self.data.x_val, self.data.y_val)
+        test_accuracy, _ = self.evaluate(self.data.x_test, self.data.y_test)
+        return {
+            "val_accuracy": val_accuracy,
+            "val_error": 1.0 - val_accuracy,
+            "test_accuracy": test_accuracy,
+            "test_error": 1.0 - test_accuracy,
+            "val_f1_macro": val_f1,
+            "train_loss": train_loss,
+            "train_flops": int(self.train_flops),
+            "inference_flops": int(self.sparse_flops()),
+            "nonzero_params": self.sparse.nonzero_params(),
+            "total_params": self.sparse.total_params(),
+            "density": self.sparse.density(),
+            "train_seconds": self.train_seconds,
+            "inference_seconds": self.time_inference(),
+            "peak_memory_bytes": peak_memory_bytes(self.device),
+            "epoch": self.epoch,
+            "diverged": self.diverged,
+        }
+
+    @property
+    def finished(self) -> bool:
+        return self.diverged or self.epoch >= self.config["epochs"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sparse": self.sparse.state_dict(),
+            "generator": self.generator.get_state(),
+            "counters": {
+                "step": self.step,
+                "epoch": self.epoch,
+                "train_flops": self.train_flops,
+                "train_seconds": self.train_seconds,
+                "diverged": self.diverged,
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sparse.load_state_dict(state["sparse"])
+        self.generator.set_state(state["generator"])
+        for name, value in state["counters"].items():
+            setattr(self, name, value)
+
+
+def train(config: dict[str, Any], data: DeviceDataset | None = None) -> Iterator[dict[str, Any]]:
+    """Train one configuration; yield the metrics after every epoch (stops early on divergence)."""
+    trainer = Trainer(config, data)
+    while not trainer.finished:
+        yield trainer.run_epoch()

@@ -1,0 +1,150 @@
+"""Tune callbacks that run in the driver: Parquet as trials finish, and a progress line."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray.tune import Callback
+
+from results.parquet import HISTORY, TRIALS, upsert_rows
+from search_spaces import SearchSpace
+from trainables.train import METRICS
+from tuner.searchers import objective_values
+
+
+def trial_status(result: dict[str, Any] | None, objectives: list[str], errored: bool) -> str:
+    """completed | diverged | failed, from how the trial ended and what it reported last."""
+    if errored:
+        return "failed"
+    if not result:
+        return "failed"
+    if result.get("diverged"):
+        return "diverged"
+    values = [result.get(m) for m in objectives]
+    if any(v is None or isinstance(v, bool) or not isinstance(v, int | float) for v in values):
+        return "failed"
+    if objective_values(result, objectives) is None:  # NaN or inf
+        return "diverged"
+    return "completed"
+
+
+def error_summary(trial) -> str | None:
+    """The last line of the trial's traceback (the exception), for the Parquet `error` column."""
+    path = trial.error_file
+    if not path or not Path(path).is_file():
+        return None
+    lines = [ln for ln in Path(path).read_text().strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else None
+
+
+class ParquetWriter(Callback):
+    """Writes each trial's row to trials.parquet and its epochs to history.parquet as it ends.
+
+    Every write is atomic and deduplicated by trial_id, so a crash of the driver loses at most
+    the trials still running.
+    """
+
+    def __init__(
+        self,
+        study_dir: Path,
+        study: str,
+        kind: str,
+        search_seed: int,
+        space: SearchSpace,
+        objectives: list[str],
+        metadata: dict[str, str],
+    ):
+        self.study_dir = Path(study_dir)
+        self.study, self.kind, self.search_seed = study, kind, search_seed
+        self.space = space
+        self.objectives = objectives
+        self.metadata = metadata
+        self._history: dict[str, list[dict[str, Any]]] = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = {"trial_id": trial.trial_id}
+        row.update({m: result[m] for m in METRICS if m in result})
+        self._history.setdefault(trial.trial_id, []).append(row)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._write(trial, errored=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._write(trial, errored=True)
+
+    def trial_row(self, trial, errored: bool) -> dict[str, Any]:
+        result = trial.last_result or {}
+        config = self.space.resolve(trial.config)
+        row: dict[str, Any] = {
+            "study": self.study,
+            "kind": self.kind,
+            "trial_id": trial.trial_id,
+            "status": trial_status(result, self.objectives, errored),
+            "search_seed": self.search_seed,
+            "seed": config.get("seed"),
+        }
+        row.update({f"config/{k}": v for k, v in sorted(config.items())})
+        row.update({m: result.get(m) for m in METRICS})
+        row["error"] = error_summary(trial) if errored else None
+        return row
+
+    def _write(self, trial, errored: bool) -> None:
+        row = self.trial_row(trial, errored)
+        upsert_rows(
+            self.study_dir / TRIALS, pd.DataFrame([row]), key="trial_id", metadata=self.metadata
+        )
+        history = self._history.pop(trial.trial_id, [])
+        if history:
+            upsert_rows(
+                self.study_dir / HISTORY,
+                pd.DataFrame(history),
+                key=["trial_id", "epoch"],
+                metadata=self.metadata,
+            )
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
+            return f"{value:.2e}"
+        return f"{value:.4f}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1e5:
+        return f"{value:.2e}"
+    return str(value)
+
+
+class ProgressReporter(Callback):
+    """One line per finished trial: count, method, objectives, elapsed time and time left."""
+
+    def __init__(self, total: int, objectives: list[str], space: SearchSpace, label: str = ""):
+        self.total, self.objectives, self.space, self.label = total, objectives, space, label
+        self.done = 0
+        self.start = time.monotonic()
+
+    def _line(self, trial, status: str) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * max(self.total - self.done, 0)
+        result = trial.last_result or {}
+        config = self.space.resolve(trial.config)
+        method, sparsity = config.get("method", ""), config.get("sparsity")
+        knobs = f"{method:<6} sparsity={_short(sparsity)}" if sparsity is not None else method
+        objectives = " ".join(f"{m}={_short(result.get(m, math.nan))}" for m in self.objectives)
+        width = len(str(self.total))
+        print(
+            f"{self.label}[{self.done:>{width}}/{self.total}] {status:<9} {knobs:<24} {objectives}"
+            f"  ({elapsed:.0f}s, ~{left:.0f}s left)",
+            file=sys.stdout,  # looked up at call time: Tune pickles its callbacks
+            flush=True,
+        )
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._line(trial, trial_status(trial.last_result, self.objectives, errored=False))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(trial, "failed")
