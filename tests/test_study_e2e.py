@@ -128,3 +128,45 @@ def test_optuna_trials_all_finished(study):
     if not states:
         pytest.skip("searcher state not saved by this Tune version")
     assert all(t.state.is_finished() for t in states)
+
+
+@pytest.mark.ray
+def test_failing_and_diverging_trials_fail_alone(local_ray, tmp_path):
+    """Trials that raise or diverge are recorded as such; the study finishes the rest."""
+    import pickle
+
+    space = tmp_path / "fragile.yaml"
+    space.write_text(
+        "parameters:\n"
+        "  method: {type: categorical, choices: [dense, set]}\n"
+        "  sparsity: {type: float, low: 0.5, high: 0.9, when: 'method != dense', inactive: 0.0}\n"
+        "  lr: {type: categorical, choices: [0.05, 1.0e+6]}\n"  # 1e6 diverges at once
+        "  device: {type: categorical, choices: [cpu, 'cuda:99']}\n"  # no such device: raises
+    )
+    spec = load_spec(
+        ROOT / "studies" / "default.yaml",
+        [f"storage={tmp_path}", "name=fragile", f"space={space}", "trials=10",
+         "fixed.epochs=1", "search.population_size=4", "fixed.momentum=0.9"],
+    )  # fmt: skip
+    result = run_study(spec)
+    trials = read_table(result.study_dir / "trials.parquet")
+    assert len(trials) == 10
+    config = trials[["config/device", "config/lr"]]
+    errored = config["config/device"] == "cuda:99"
+    diverging = ~errored & (config["config/lr"] > 1)
+    assert errored.any() and diverging.any() and (~errored & ~diverging).any()
+    assert (trials.loc[errored, "status"] == "failed").all()
+    assert trials.loc[errored, "error"].str.contains("RuntimeError").all()
+    assert (trials.loc[diverging, "status"] == "diverged").all()
+    assert (trials.loc[~errored & ~diverging, "status"] == "completed").all()
+    # Optuna saw FAIL for every bad trial and nothing stayed RUNNING
+    states = [
+        t.state.name
+        for p in result.study_dir.glob("search-seed-*/searcher-state-*.pkl")
+        for t in pickle.loads(p.read_bytes())["_ot_study"].trials
+    ]
+    assert len(states) == 10 and "RUNNING" not in states
+    assert states.count("FAIL") == int((errored | diverging).sum())
+    # the pareto layers only rank completed trials
+    pareto = read_table(result.study_dir / "pareto.parquet")
+    assert set(pareto["trial_id"]) == set(trials.loc[trials["status"] == "completed", "trial_id"])

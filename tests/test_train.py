@@ -98,7 +98,7 @@ def test_train_command_json_density():
     """`train --set method=set --set sparsity=0.9 --json`: 10% of the prunable weights remain."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "run_study.py"), "train", "--set", "method=set",
-         "--set", "sparsity=0.9", "--set", "epochs=3", "--json"],
+         "--set", "sparsity=0.9", "--set", "epochs=10", "--json"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -106,7 +106,7 @@ def test_train_command_json_density():
     metrics = out["metrics"]
     assert out["config"]["method"] == "set"
     assert abs(metrics["nonzero_params"] / metrics["total_params"] - 0.1) <= 0.01
-    assert metrics["val_accuracy"] > 0.5
+    assert metrics["val_accuracy"] > 0.8  # 90% sparse still learns (sparse init)
 
 
 def test_train_command_refuses_bad_value():

@@ -64,16 +64,20 @@ def provenance(spec: StudySpec) -> dict[str, str]:
     }
 
 
-def init_ray(address: str | None = None, dashboard: bool = True) -> None:
+def init_ray(address: str | None = None, dashboard: bool = True) -> str | None:
+    """Start a local Ray (or join `address`); returns the dashboard URL when there is one."""
     import ray
 
     if ray.is_initialized():
-        return
+        return None
     if address is None:
         # On Linux Ray swaps 127.0.0.1 for the routable address; a local single-node cluster
         # needs no outside address, so keep every port on loopback.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(
+        # Workers run this interpreter, whose environment already holds the project: no need
+        # for Ray's `uv run` hook to zip and ship the working tree.
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        context = ray.init(
             num_cpus=os.cpu_count(),
             include_dashboard=dashboard,
             dashboard_host="127.0.0.1",
@@ -82,7 +86,9 @@ def init_ray(address: str | None = None, dashboard: bool = True) -> None:
             logging_level="WARNING",
         )
     else:
-        ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+        context = ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+    url = context.dashboard_url
+    return f"http://{url}" if url and not url.startswith("http") else url or None
 
 
 def default_max_concurrent(spec: StudySpec) -> int:
@@ -135,6 +141,7 @@ def run_study(
     overwrite: bool = False,
     address: str | None = None,
     dashboard: bool = True,
+    reuse_actors: bool = True,
 ) -> StudyResult:
     from ray import tune
 
@@ -150,7 +157,9 @@ def run_study(
     metadata = provenance(spec)
     objectives = list(spec.objectives)
 
-    init_ray(address, dashboard)
+    dashboard_url = init_ray(address, dashboard)
+    if dashboard_url:
+        print(f"Ray dashboard: {dashboard_url}", flush=True)
     # Loaded once by the driver, shared with every trial through the object store.
     data = load_dataset(spec.dataset, defaults.get("data_dir", "data"))
     trainable = tune.with_resources(
@@ -172,7 +181,7 @@ def run_study(
                 search_alg=create_searcher(spec.search, spec.objectives, seed),
                 num_samples=spec.trials,
                 max_concurrent_trials=max_concurrent,
-                reuse_actors=True,
+                reuse_actors=reuse_actors,  # no new process per trial: ~4x faster here
             ),
             run_config=tune.RunConfig(
                 name=f"search-seed-{seed}",
