@@ -35,8 +35,31 @@ def parse_assignments(assignments: list[str]) -> dict:
     return values
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def print_result(spec, result, seconds: float) -> None:
     from results.tables import format_table
+
+    trials = result.trials
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    print(
+        f"\nstudy {spec.name!r} finished in {seconds:.0f}s: "
+        + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    )
+    if len(result.pareto):
+        layer1 = result.pareto[result.pareto["layer"] == 1]
+        objectives = [m for m in spec.objectives if m not in LAYER_TABLE_COLUMNS]
+        columns = LAYER_TABLE_COLUMNS if spec.builtin else ["trial_id"]
+        config = [c for c in layer1.columns if c.startswith("config/")] if not spec.builtin else []
+        print(f"\nlayer 1 (non-dominated over {', '.join(spec.objectives)}): {len(layer1)} trials")
+        print(format_table(layer1, columns + config + objectives))
+    print(f"\nfiles in {result.study_dir}:")
+    names = ("trials.parquet", "history.parquet", "pareto.parquet", "summary.parquet",
+             "pareto.png", "spec.yaml")  # fmt: skip
+    for name in names:
+        if (result.study_dir / name).exists():
+            print(f"  {result.study_dir / name}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from tuner.spec import load_spec
     from tuner.study import run_study
 
@@ -45,21 +68,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_study(
         spec, overwrite=args.overwrite, address=args.address, dashboard=not args.no_dashboard
     )
-    trials = result.trials
-    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
-    print(
-        f"\nstudy {spec.name!r} finished in {time.monotonic() - start:.0f}s: "
-        + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    )
-    if len(result.pareto):
-        layer1 = result.pareto[result.pareto["layer"] == 1]
-        objectives = [m for m in spec.objectives if m not in LAYER_TABLE_COLUMNS]
-        print(f"\nlayer 1 (non-dominated over {', '.join(spec.objectives)}): {len(layer1)} trials")
-        print(format_table(layer1, LAYER_TABLE_COLUMNS + objectives))
-    print(f"\nfiles in {result.study_dir}:")
-    for name in ("trials.parquet", "history.parquet", "pareto.parquet", "pareto.png", "spec.yaml"):
-        if (result.study_dir / name).exists():
-            print(f"  {result.study_dir / name}")
+    print_result(spec, result, time.monotonic() - start)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from tuner.study import load_study_spec, run_study
+
+    spec = load_study_spec(args.name, args.storage)
+    start = time.monotonic()
+    result = run_study(spec, resume=True, address=args.address, dashboard=not args.no_dashboard)
+    print_result(spec, result, time.monotonic() - start)
     return 0
 
 
@@ -87,6 +106,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         for name, value in metrics.items():
             print(f"{name:<{width}}  {value}")
     return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from results.cli import query_command
+
+    return query_command(args.name, args.sql, storage=args.storage, out=args.out)
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from results.cli import pareto_command
+
+    return pareto_command(args.names, args.storage, args.objectives, args.out)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from results.cli import report_command
+
+    return report_command(args.name, args.storage, args.objectives)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
+    resume = sub.add_parser(
+        "resume",
+        help="continue an interrupted study with its searcher's state",
+        description="Continue an interrupted study (a killed driver, a lost head node): "
+        "finished trials stay, unfinished ones run again, the searcher goes on where it was.",
+    )
+    resume.add_argument("name", help="the study's name (its folder under --storage)")
+    resume.add_argument("--storage", default="runs", help="where the study lives (default: runs)")
+    resume.add_argument("--address", default=None, help="Ray cluster to join (default: local)")
+    resume.add_argument("--no-dashboard", action="store_true", help="no Ray dashboard")
+    resume.set_defaults(func=cmd_resume)
+
     train = sub.add_parser(
         "train",
         help="train one configuration in-process, without Ray",
@@ -133,17 +182,64 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the config and final metrics as JSON"
     )
     train.set_defaults(func=cmd_train)
+
+    storage_help = "folder holding the studies (default: runs)"
+    objectives_help = "objectives as NAME=min|max (default: those stored in the study)"
+    query = sub.add_parser(
+        "query",
+        help="SQL over a study's Parquet (DuckDB)",
+        description="Run SQL over a study's Parquet with DuckDB. Tables: trials, history, "
+        'pareto; quote names with a slash: SELECT "config/method", val_error FROM trials.',
+    )
+    query.add_argument("name", help="study name: the folder <storage>/<name>")
+    query.add_argument("sql", help='SQL, e.g. "SELECT count(*) FROM trials"')
+    query.add_argument("--storage", default="runs", help=storage_help)
+    query.add_argument(
+        "--out", default=None, metavar="FILE",
+        help="write the result to FILE (.parquet or .csv) instead of printing it",
+    )  # fmt: skip
+    query.set_defaults(func=cmd_query)
+
+    pareto = sub.add_parser(
+        "pareto",
+        help="non-dominated layers over one or more studies together",
+        description="Non-dominated layers over the completed trials of one or more studies "
+        "together; prints the layer-1 table. Writes nothing unless --out.",
+    )
+    pareto.add_argument("names", nargs="+", metavar="NAME", help="study names (merged)")
+    pareto.add_argument("--storage", default="runs", help=storage_help)
+    pareto.add_argument(
+        "--objectives", nargs="+", default=None, metavar="NAME=MODE",
+        help=objectives_help + "; required when the studies' objectives differ",
+    )  # fmt: skip
+    pareto.add_argument(
+        "--out", default=None, metavar="FILE",
+        help="write the ranked trials with their layer to FILE (.parquet or .csv)",
+    )  # fmt: skip
+    pareto.set_defaults(func=cmd_pareto)
+
+    report = sub.add_parser(
+        "report",
+        help="write a Markdown report with plots for a study",
+        description="Write <storage>/<name>/report.md: the layer-1 table, hypervolume over "
+        "trials, Pareto-front plots and, for re-evaluations, accuracy against sparsity.",
+    )
+    report.add_argument("name", help="study name: the folder <storage>/<name>")
+    report.add_argument("--storage", default="runs", help=storage_help)
+    report.add_argument(
+        "--objectives", nargs="+", default=None, metavar="NAME=MODE", help=objectives_help
+    )
+    report.set_defaults(func=cmd_report)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from trainables.config import ConfigError
-    from tuner.study import StudyExistsError
+    from trainables.config import ConfigError  # light: the results commands don't load torch
 
     try:
         return args.func(args)
-    except (ConfigError, StudyExistsError) as err:
+    except ConfigError as err:  # bad input: one line naming the field and the fix
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -84,3 +84,26 @@ def format_table(df: pd.DataFrame, columns: list[str], float_digits: int = 4) ->
     rule = COLUMN_GAP.join("-" * width for width in widths)
     body = [line([col[row] for col in cells]) for row in range(len(df))]
     return "\n".join([line(headers), rule, *body])
+
+
+def format_markdown_table(df: pd.DataFrame, columns: list[str], float_digits: int = 4) -> str:
+    """A GitHub-flavoured Markdown table of ``columns`` of ``df`` (missing columns skipped).
+
+    Cells are formatted as in ``format_table``; numeric columns are right-aligned; "|" in
+    text is escaped.
+    """
+    present = [c for c in columns if c in df.columns]
+    if not present:
+        return ""
+    cells, aligns = [], []
+    for column in present:
+        values = df[column]
+        integral = _is_integral_float_column(values)
+        texts = [format_number(v, float_digits, integral) for v in values.tolist()]
+        cells.append([t.replace("|", "\\|") for t in texts])
+        numeric = pd.api.types.is_numeric_dtype(values.dtype)
+        aligns.append("---:" if numeric and not pd.api.types.is_bool_dtype(values.dtype) else "---")
+    header = "| " + " | ".join(header_names(present)) + " |"
+    rule = "|" + "|".join(aligns) + "|"
+    rows = ["| " + " | ".join(col[r] for col in cells) + " |" for r in range(len(df))]
+    return "\n".join([header, rule, *rows])

@@ -83,6 +83,23 @@ class Parameter:
             return sampler(int(self.low), int(self.high) + 1)
         return (tune.loguniform if self.log else tune.uniform)(self.low, self.high)
 
+    def from_unit(self, u: float) -> Any:
+        """Map u in [0, 1) to a value, so that equal strata of u are equal strata of the
+        domain (in log space for log dimensions): how a Latin-hypercube row becomes a config."""
+        if self.type == "categorical":
+            return self.choices[min(int(u * len(self.choices)), len(self.choices) - 1)]
+        if self.type == "int":  # strata over [low, high + 1) so every integer gets its share
+            low, high = self.low, self.high + 1
+        else:
+            low, high = self.low, self.high
+        if self.log:
+            value = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+        else:
+            value = low + u * (high - low)
+        if self.type == "int":
+            return int(min(max(math.floor(value), self.low), self.high))
+        return float(min(max(value, self.low), self.high))
+
     def values_to_check(self) -> list[Any]:
         """The values that must be valid hyperparameters: bounds or choices, and `inactive`."""
         values = list(self.choices) if self.type == "categorical" else [self.low, self.high]
@@ -141,6 +158,25 @@ class SearchSpace:
     def to_tune(self, exclude: tuple[str, ...] | set[str] = ()) -> dict[str, Any]:
         """Ray Tune domains for every parameter not in `exclude` (the study's fixed ones)."""
         return {n: p.to_tune() for n, p in self.parameters.items() if n not in exclude}
+
+    def latin_hypercube(
+        self, n: int, seed: int, exclude: tuple[str, ...] | set[str] = ()
+    ) -> list[dict[str, Any]]:
+        """A Latin-hypercube design of n configs (scipy.stats.qmc): every dimension is cut into
+        n equal strata (log strata for log dimensions) and each stratum holds exactly one config."""
+        from scipy.stats import qmc
+
+        names = [name for name in self.parameters if name not in exclude]
+        if not names:
+            return [{} for _ in range(n)]
+        unit = qmc.LatinHypercube(d=len(names), rng=seed).random(n)
+        return [
+            {
+                name: self.parameters[name].from_unit(float(u))
+                for name, u in zip(names, row, strict=True)
+            }
+            for row in unit
+        ]
 
     def resolve(self, config: dict[str, Any]) -> dict[str, Any]:
         """Apply the conditions: inactive parameters take their `inactive` value or are dropped."""

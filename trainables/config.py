@@ -55,11 +55,38 @@ FIELDS: dict[str, Field] = {
     "dataset": Field("digits", str, "dataset name"),
     "data_dir": Field("data", str, "where datasets are downloaded and cached"),
     "batch_size": Field(64, int, "training batch size", low=1),
+    "augment": Field(
+        "auto",
+        str,
+        "image augmentation in batch on the device; auto: flip_translate for cifar10, "
+        "translate for svhn, none otherwise",
+        choices=("auto", "none", "flip", "translate", "flip_translate"),
+    ),
+    "val_fraction": Field(
+        0.2,
+        float,
+        "fraction of the training set held out for validation (folds = 1)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=True,
+    ),  # fmt: skip
+    "folds": Field(1, int, "k of a stratified k-fold validation (1: one holdout)", low=1, high=20),
+    "fold": Field(0, int, "which fold validates (0 to folds - 1)", low=0, high=19),
+    "full_train": Field(
+        False, bool, "train on train+val and score on test (re-evaluation); val metrics are NaN"
+    ),
     # model
     "model": Field("mlp", str, "registered model family"),
     "depth": Field(2, int, "number of hidden layers (mlp)", low=1, high=16),
     "width": Field(128, int, "hidden units per layer (mlp)", low=1, high=65536),
     "dropout": Field(0.0, float, "dropout probability", low=0.0, high=1.0, high_open=True),
+    "first_width": Field(0, int, "mlp: first hidden layer's width (0: width)", low=0, high=65536),
+    "last_width": Field(0, int, "mlp: last hidden layer's width (0: width)", low=0, high=65536),
+    "blocks": Field(3, int, "resnet: basic blocks per stage (3: ResNet-20)", low=1, high=4),
+    "channels": Field(64, int, "cnn3, resnet18: filters of the first stage", low=1, high=1024),
+    "wrn_depth": Field(16, int, "wrn: depth, 6 n + 4 (16, 22, 28)", low=10, high=40),
+    "widen_factor": Field(8, int, "wrn: width multiplier", low=1, high=16),
     # sparsity
     "method": Field("dense", str, "sparse-training method"),
     "sparsity": Field(
@@ -87,6 +114,65 @@ FIELDS: dict[str, Field] = {
         "fraction of active weights replaced per update (cosine-decayed)",
         low=0.0,
         high=1.0,
+    ),
+    "pattern": Field(
+        "unstructured",
+        str,
+        "mask shape: unstructured | block (block_size x block_size) | n:m (nm_n of every "
+        "nm_m inputs; quote it in YAML)",
+        choices=("unstructured", "block", "n:m"),
+    ),
+    "block_size": Field(4, int, "block side b of a block pattern (b x b tiles)", low=1),
+    "nm_n": Field(2, int, "n of an n:m pattern (kept per group; 2:4 is nm_n=2, nm_m=4)", low=1),
+    "nm_m": Field(4, int, "m of an n:m pattern (group size; must exceed nm_n)", low=2),
+    "dense_first_last": Field(False, bool, "keep the first and last prunable layer dense"),
+    "update_unit": Field(
+        "steps", str, "unit of update_interval: steps | epochs", choices=("steps", "epochs")
+    ),
+    "skip_weight_update_on_mask_update": Field(
+        True, bool, "skip the optimizer step on a mask-update step (rigl's reference)"
+    ),
+    "set_sign_split": Field(
+        False, bool, "set: drop positive and negative weights separately (Mocanu et al.)"
+    ),
+    "drop_criterion": Field(
+        "magnitude",
+        str,
+        "prune_regrow drop score: magnitude | gradient",
+        choices=("magnitude", "gradient"),
+    ),
+    "grow_criterion": Field(
+        "gradient",
+        str,
+        "prune_regrow grow score: random | gradient | momentum (SNFS)",
+        choices=("random", "gradient", "momentum"),
+    ),
+    "regrowth_rate": Field(
+        1.0,
+        float,
+        "prune_regrow: regrown / pruned per update (< 1 shrinks to sparsity)",
+        low=0.0,
+        high=1.0,
+    ),
+    "initial_sparsity": Field(
+        0.5,
+        float,
+        "prune_regrow with regrowth_rate < 1: sparsity at initialization (<= sparsity)",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+    ),
+    "topk_period": Field(1, int, "swat: steps between exact top-K (thresholds reused)", low=1),
+    "warmup_epochs": Field(1, int, "hypersparse: dense epochs before regularization", low=0),
+    "lambda_init": Field(
+        1e-4, float, "hypersparse: initial regularization weight", low=0.0, low_open=True
+    ),
+    "eta": Field(2.0, float, "hypersparse: regularization growth per epoch (>= 1)", low=1.0),
+    "regularizer": Field(
+        "hypersparse",
+        str,
+        "hypersparse regularizer: hypersparse | l1 | l2",
+        choices=("hypersparse", "l1", "l2"),
     ),
     # optimization
     "lr": Field(0.1, float, "peak learning rate (SGD, cosine schedule)", low=0.0, low_open=True),

@@ -7,6 +7,7 @@ yields one metrics dict per epoch; the Ray trainable and the `train` command bot
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import time
@@ -18,15 +19,24 @@ import torch.nn.functional as F
 
 from trainables.config import make_config
 from trainables.datasets import DeviceDataset, load_dataset
-from trainables.flops import forward_flops, train_step_flops
+from trainables.flops import forward_flops
 from trainables.models import create_model
 from trainables.sparsity import create_sparse_training
+
+# Sparse-method knobs passed to create_sparse_training by their config names.
+SPARSE_KNOBS = (
+    "pattern", "block_size", "nm_n", "nm_m", "dense_first_last", "update_unit",
+    "skip_weight_update_on_mask_update", "set_sign_split", "drop_criterion", "grow_criterion",
+    "regrowth_rate", "initial_sparsity", "topk_period", "warmup_epochs", "lambda_init", "eta",
+    "regularizer",
+)  # fmt: skip
 
 # The metric names every trial reports (a contract: Parquet columns and objectives use them).
 METRICS = (
     "val_accuracy", "val_error", "test_accuracy", "test_error", "val_f1_macro", "train_loss",
     "train_flops", "inference_flops", "nonzero_params", "total_params", "density",
     "train_seconds", "inference_seconds", "peak_memory_bytes", "epoch", "diverged",
+    "model_bytes_dense", "model_bytes_csr",
 )  # fmt: skip
 
 
@@ -49,6 +59,17 @@ def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def merge_val_into_train(data: DeviceDataset) -> DeviceDataset:
+    """Re-evaluation trains on train+val (the split the search held out) and scores on test."""
+    return dataclasses.replace(
+        data,
+        x_train=torch.cat([data.x_train, data.x_val]),
+        y_train=torch.cat([data.y_train, data.y_val]),
+        x_val=data.x_val[:0],
+        y_val=data.y_val[:0],
+    )
 
 
 @torch.no_grad()
@@ -75,7 +96,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(c["seed"])
         if data is None:
             data = load_dataset(c["dataset"], c["data_dir"])
-        self.data = data.to(self.device)
+        self.data = data.configured(c).to(self.device)  # augment, val_fraction, folds, fold
+        if c["full_train"]:
+            self.data = merge_val_into_train(self.data)
         self.model = create_model(c["model"], self.data.input_shape, self.data.num_classes, **c).to(
             self.device
         )
@@ -95,18 +118,23 @@ class Trainer:
             drop_fraction=c["drop_fraction"],
             total_steps=self.total_steps,
             generator=self.generator,
+            steps_per_epoch=self.steps_per_epoch,
+            input_shape=self.data.input_shape,
+            momentum=c["momentum"],
+            **{knob: c[knob] for knob in SPARSE_KNOBS},
         )
         if c["sparse_init"]:
             rescale_sparse_init(self.sparse.weights, self.sparse.masks)
         self.dense_flops = forward_flops(self.model, self.data.input_shape)
         self.step = 0
         self.epoch = 0
+        self.train_accuracy = 0.0  # running accuracy of the last training epoch
         self.train_flops = 0
         self.train_seconds = 0.0
         self.diverged = False
 
     def sparse_flops(self) -> int:
-        return forward_flops(self.model, self.data.input_shape, self.sparse.masks)
+        return self.sparse.sparse_forward_flops()  # from the current masks
 
     def lr_at(self, step: int) -> float:
         # Cosine decay to zero over the whole run.
@@ -115,38 +143,43 @@ class Trainer:
     def train_epoch(self) -> float:
         self.model.train()
         c = self.config
-        total_loss, batches = 0.0, 0
-        sparse_flops = self.sparse_flops()
+        total_loss, batches, correct = 0.0, 0, 0
         for x, y in self.data.train_batches(c["batch_size"], self.generator):
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_at(self.step)
-            loss = F.cross_entropy(self.model(x), y, label_smoothing=c["label_smoothing"])
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=c["label_smoothing"])
+            penalty = self.sparse.loss_penalty()  # e.g. hypersparse's regularization
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            dense_gradient = self.sparse.dense_gradient_step(self.step)
-            mask_updated = self.sparse.is_update_step(self.step)
+            (loss if penalty is None else loss + penalty).backward()
+            # per sample, from the masks this step ran with (RigL: 2 f_S + f_D on updates)
+            step_flops = self.sparse.step_flops(self.step)
             skip_step = self.sparse.after_backward(self.step, self.optimizer)
             if not skip_step:
                 self.optimizer.step()
             self.sparse.after_step()
-            self.train_flops += len(y) * train_step_flops(
-                sparse_flops, self.dense_flops, dense_gradient
-            )
-            if mask_updated:  # FLOPs follow the masks as they change
-                sparse_flops = self.sparse_flops()
+            self.train_flops += len(y) * step_flops
+            correct += (logits.detach().argmax(dim=1) == y).sum()
             self.step += 1
             loss_value = loss.detach()
             total_loss += loss_value
             batches += 1
         mean_loss = (total_loss / max(batches, 1)).item() if batches else float("nan")
+        self.train_accuracy = int(correct) / max(len(self.data.y_train), 1)
+        # per-epoch method work (hypersparse's pruned-copy check); returns its FLOPs
+        self.train_flops += self.sparse.on_epoch_end(self)
         if not math.isfinite(mean_loss):
             self.diverged = True
         return mean_loss
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        if len(y) == 0:  # no validation split when training on train+val
+            return math.nan, math.nan
         self.model.eval()
-        pred = self.model(x).argmax(dim=1)
+        # x is a stored split (uint8 images or raw features): normalized batch by batch on the
+        # device, so CIFAR-sized test sets and ResNets fit in memory.
+        pred = torch.cat([self.model(xb).argmax(dim=1) for xb in self.data.eval_batches(x)])
         accuracy = (pred == y).sum().item() / len(y)  # exact, not float32
         return accuracy, f1_macro(pred, y, self.data.num_classes)
 
@@ -157,7 +190,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        self.model(self.data.x_test)
+        for xb in self.data.eval_batches(self.data.x_test):  # normalization included
+            self.model(xb)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
@@ -183,6 +217,7 @@ class Trainer:
             "nonzero_params": self.sparse.nonzero_params(),
             "total_params": self.sparse.total_params(),
             "density": self.sparse.density(),
+            **self.sparse.model_bytes(),
             "train_seconds": self.train_seconds,
             "inference_seconds": self.time_inference(),
             "peak_memory_bytes": peak_memory_bytes(self.device),

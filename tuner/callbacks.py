@@ -13,8 +13,15 @@ from ray.tune import Callback
 
 from results.parquet import HISTORY, TRIALS, upsert_rows
 from search_spaces import SearchSpace
-from trainables.train import METRICS
 from tuner.searchers import objective_values
+
+# What Tune adds to every result: bookkeeping, not metrics of the trial.
+TUNE_RESULT_KEYS = {
+    "done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s",
+    "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
+    "iterations_since_restore", "checkpoint_dir_name", "experiment_tag", "config",
+    "should_checkpoint",
+}  # fmt: skip
 
 
 def trial_status(result: dict[str, Any] | None, objectives: list[str], errored: bool) -> str:
@@ -58,17 +65,29 @@ class ParquetWriter(Callback):
         space: SearchSpace,
         objectives: list[str],
         metadata: dict[str, str],
+        metric_names: list[str] | None = None,
     ):
         self.study_dir = Path(study_dir)
         self.study, self.kind, self.search_seed = study, kind, search_seed
         self.space = space
         self.objectives = objectives
         self.metadata = metadata
+        self.metric_names = metric_names  # None: every metric a custom trainable reports
         self._history: dict[str, list[dict[str, Any]]] = {}
+
+    def metrics_of(self, result: dict[str, Any]) -> dict[str, Any]:
+        if self.metric_names is not None:
+            names = list(dict.fromkeys([*self.metric_names, *self.objectives]))
+            return {m: result.get(m) for m in names}
+        return {
+            k: v
+            for k, v in result.items()
+            if k not in TUNE_RESULT_KEYS and isinstance(v, int | float | str | bool | None)
+        }
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = {"trial_id": trial.trial_id}
-        row.update({m: result[m] for m in METRICS if m in result})
+        row.update({k: v for k, v in self.metrics_of(result).items() if k in result})
         self._history.setdefault(trial.trial_id, []).append(row)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -89,8 +108,10 @@ class ParquetWriter(Callback):
             "seed": config.get("seed"),
         }
         row.update({f"config/{k}": v for k, v in sorted(config.items())})
-        row.update({m: result.get(m) for m in METRICS})
+        row.update(self.metrics_of(result))
         row["error"] = error_summary(trial) if errored else None
+        # When the trial ended (UTC): orders trials for hypervolume-over-time plots.
+        row["finished_at"] = pd.Timestamp.now(tz="UTC")
         return row
 
     def _write(self, trial, errored: bool) -> None:
@@ -99,7 +120,7 @@ class ParquetWriter(Callback):
             self.study_dir / TRIALS, pd.DataFrame([row]), key="trial_id", metadata=self.metadata
         )
         history = self._history.pop(trial.trial_id, [])
-        if history:
+        if history and all("epoch" in h for h in history):
             upsert_rows(
                 self.study_dir / HISTORY,
                 pd.DataFrame(history),
@@ -121,15 +142,40 @@ def _short(value: Any) -> str:
 class ProgressReporter(Callback):
     """One line per finished trial: count, method, objectives, elapsed time and time left."""
 
-    def __init__(self, total: int, objectives: list[str], space: SearchSpace, label: str = ""):
-        self.total, self.objectives, self.space, self.label = total, objectives, space, label
+    def __init__(
+        self,
+        study_dir: Path,
+        total: int,
+        objectives: list[str],
+        space: SearchSpace,
+        search_seed: int | None,
+        label: str = "",
+    ):
+        self.study_dir, self.total, self.objectives = Path(study_dir), total, objectives
+        self.space, self.search_seed, self.label = space, search_seed, label
         self.done = 0
         self.start = time.monotonic()
+
+    def setup(self, **info):
+        # Also runs when a study resumes: count what this search already finished.
+        self.start = time.monotonic()
+        self.done = self._already_done()
+        self._done_at_start = self.done
+
+    def _already_done(self) -> int:
+        path = self.study_dir / TRIALS
+        if not path.exists():
+            return 0
+        trials = pd.read_parquet(path, columns=["search_seed"])
+        if self.search_seed is None:
+            return int(trials["search_seed"].isna().sum())
+        return int((trials["search_seed"] == self.search_seed).sum())
 
     def _line(self, trial, status: str) -> None:
         self.done += 1
         elapsed = time.monotonic() - self.start
-        left = elapsed / self.done * max(self.total - self.done, 0)
+        done_here = self.done - getattr(self, "_done_at_start", 0)
+        left = elapsed / max(done_here, 1) * max(self.total - self.done, 0)
         result = trial.last_result or {}
         config = self.space.resolve(trial.config)
         method, sparsity = config.get("method", ""), config.get("sparsity")

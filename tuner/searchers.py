@@ -1,21 +1,33 @@
-"""Searchers: Optuna samplers through Ray Tune's OptunaSearch, made safe for multi-objective use.
+"""Searchers: Optuna samplers through Ray Tune's OptunaSearch, and fixed config lists.
 
 Stock OptunaSearch tells Optuna a NaN objective, which Optuna rejects with a warning, so the
 trial stays RUNNING forever and NSGA-II's generations stall. Here a trial whose objectives are
 missing or not finite, that diverged, or that errored is told as FAIL: it never becomes a
 parent, and no Optuna trial is left RUNNING.
+
+Latin-hypercube designs, grids and the fixed studies (reproduction, re-evaluation) are lists of
+configs served by `ConfigListSearch`, a Tune Searcher that saves and restores its position.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import pickle
+import re
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from tuner.spec import SearchConfig
+from search_spaces import SearchSpace
+from tuner.spec import SearchConfig, SpecError
+
+CONSTRAINT_ATTR = "sparsetune.constraints"  # user attr holding c <= 0 (feasible) per constraint
+_CONSTRAINT = re.compile(r"^\s*(\w+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
 
 def objective_values(result: dict[str, Any] | None, metrics: list[str]) -> list[float] | None:
@@ -33,7 +45,36 @@ def objective_values(result: dict[str, Any] | None, metrics: list[str]) -> list[
     return values
 
 
+def parse_constraint(text: str) -> tuple[str, str, float]:
+    """'inference_flops <= 5e4' -> (metric, op, bound)."""
+    match = _CONSTRAINT.match(str(text))
+    if not match:
+        raise SpecError(
+            f"search.constraints: {text!r} not understood; write e.g. 'inference_flops <= 5e4'"
+        )
+    metric, op, bound = match.groups()
+    return metric, op, float(bound)
+
+
+def constraint_values(result: dict[str, Any], constraints: list[str]) -> list[float]:
+    """Optuna's convention: a value <= 0 means the constraint holds."""
+    values = []
+    for text in constraints:
+        metric, op, bound = parse_constraint(text)
+        value = float(result.get(metric, math.inf if op == "<=" else -math.inf))
+        values.append(value - bound if op == "<=" else bound - value)
+    return values
+
+
+def stored_constraints(trial: FrozenTrial) -> list[float]:
+    return trial.user_attrs.get(CONSTRAINT_ATTR, [])
+
+
 class MultiObjectiveOptunaSearch(OptunaSearch):
+    def __init__(self, *args, constraints: list[str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.constraints = list(constraints or [])
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
@@ -43,6 +84,8 @@ class MultiObjectiveOptunaSearch(OptunaSearch):
         if values is None:
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
         else:
+            if self.constraints:
+                ot_trial.set_user_attr(CONSTRAINT_ATTR, constraint_values(result, self.constraints))
             self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
         self._completed_trials.add(trial_id)
 
@@ -51,26 +94,151 @@ class MultiObjectiveOptunaSearch(OptunaSearch):
         return self._ot_study
 
 
-def create_sampler(search: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+def _within(value: Any, distribution: BaseDistribution) -> bool:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return value in distribution.choices
+    return distribution.low <= value <= distribution.high
+
+
+class LatinHypercubeSampler(optuna.samplers.BaseSampler):
+    """Serves a Latin-hypercube design param by param to the first len(design) Optuna trials,
+    then samples at random.
+
+    Used as NSGA-II's independent sampler: generation 0 is then the design itself, sampled
+    through NSGA-II's own machinery, so those trials carry their generation and become
+    parents. (Stock `points_to_evaluate` enqueues fixed params that bypass the sampler: they
+    get no generation and are never parents.)
+    """
+
+    def __init__(self, design: list[dict[str, Any]], seed: int):
+        self.design = design
+        self._random = optuna.samplers.RandomSampler(seed=seed)
+
+    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution) -> Any:
+        if trial.number < len(self.design) and param_name in self.design[trial.number]:
+            value = self.design[trial.number][param_name]
+            if _within(value, param_distribution):
+                return value
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self._random.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._random.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._random.reseed_rng()
+
+
+def create_sampler(
+    search: SearchConfig, seed: int, space: SearchSpace | None = None, exclude=()
+) -> optuna.samplers.BaseSampler:
+    constraints_func = stored_constraints if search.constraints else None
     if search.algorithm == "nsga2":
-        return optuna.samplers.NSGAIISampler(
+        sampler = optuna.samplers.NSGAIISampler(
             population_size=search.population_size,
             crossover_prob=search.crossover_prob,
             mutation_prob=search.mutation_prob,
             swapping_prob=search.swapping_prob,
             seed=seed,
+            constraints_func=constraints_func,
         )
+        if search.init == "lhs" and space is not None:
+            # Generation 0 is drawn by the sampler's independent sampler: make it the design.
+            design = space.latin_hypercube(search.population_size, seed, exclude)
+            sampler._random_sampler = LatinHypercubeSampler(design, seed)
+        return sampler
     if search.algorithm == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, constraints_func=constraints_func
+        )
+    if search.algorithm == "gp":
+        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints_func)
     if search.algorithm == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"search.algorithm={search.algorithm!r} has no sampler")
+    raise ValueError(f"search.algorithm={search.algorithm!r} has no Optuna sampler")
 
 
-def create_searcher(search: SearchConfig, objectives: dict[str, str], seed: int) -> OptunaSearch:
+def create_optuna_searcher(
+    search: SearchConfig,
+    objectives: dict[str, str],
+    seed: int,
+    space: SearchSpace | None = None,
+    exclude=(),
+) -> OptunaSearch:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress line says what matters
     return MultiObjectiveOptunaSearch(
         metric=list(objectives),
         mode=list(objectives.values()),
-        sampler=create_sampler(search, seed),  # the seed lives in the sampler
+        sampler=create_sampler(search, seed, space, exclude),  # the seed lives in the sampler
+        constraints=search.constraints,
     )
+
+
+class ConfigListSearch(Searcher):
+    """Suggests a fixed list of configs in order, then FINISHED; saves and restores its place.
+
+    Serves Latin-hypercube designs, grids, and the reproduction / re-evaluation studies. A
+    trial suggested before a crash is restored by Tune itself, so on restore the list goes on
+    after the last config handed out.
+    """
+
+    def __init__(self, configs: list[dict[str, Any]]):
+        super().__init__(metric=None, mode=None)
+        self.configs = [dict(c) for c in configs]
+        self.next_index = 0
+        self.assigned: dict[str, int] = {}
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # the list is complete; metric and mode don't change it
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if trial_id in self.assigned:
+            return dict(self.configs[self.assigned[trial_id]])
+        if self.next_index >= len(self.configs):
+            return Searcher.FINISHED
+        self.assigned[trial_id] = self.next_index
+        self.next_index += 1
+        return dict(self.configs[self.assigned[trial_id]])
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+    def get_state(self) -> dict:
+        return {"configs": self.configs, "next_index": self.next_index, "assigned": self.assigned}
+
+    def set_state(self, state: dict) -> None:
+        self.configs = state["configs"]
+        self.next_index = state["next_index"]
+        self.assigned = state["assigned"]
+
+
+def grid_configs(space: SearchSpace, exclude=()) -> list[dict[str, Any]]:
+    """Every combination of the categorical parameters (numeric ones must be fixed)."""
+    names, values = [], []
+    for name, param in space.parameters.items():
+        if name in exclude:
+            continue
+        if param.type != "categorical":
+            raise SpecError(
+                f"search.algorithm=grid: parameter {name!r} is a {param.type} range; a grid "
+                f"needs categorical parameters (choices: [...]) or fix it under 'fixed:'"
+            )
+        names.append(name)
+        values.append(param.choices)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]

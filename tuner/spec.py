@@ -18,10 +18,17 @@ from search_spaces import SearchSpace, SpaceError, load_space
 from trainables.config import FIELDS, ConfigError, check_value
 from trainables.train import METRICS
 
-KINDS = (
-    "optimize",
-)  # reproduction, reevaluate, evaluate and random arrive with the searches issue
-ALGORITHMS = ("nsga2", "tpe", "random")
+KINDS = ("optimize", "random", "reproduction", "reevaluate", "evaluate")
+ALGORITHMS = ("nsga2", "tpe", "gp", "random", "lhs", "grid")
+SEARCHING_KINDS = ("optimize", "random")  # the kinds that search a space
+FROM_KINDS = ("reevaluate", "evaluate")  # the kinds that select configs from finished studies
+BUILTIN_TRAINABLE = "trainables.train"
+# Objectives of the fixed-config kinds: they score on test (their configs were chosen on val).
+TEST_OBJECTIVES = {"test_error": "min", "train_flops": "min", "inference_flops": "min"}
+REPRODUCTION_SPARSITIES = (
+    0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99,
+)  # fmt: skip
+EVALUATE_SPARSITIES = (0.2, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99)
 MODES = ("min", "max")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -37,6 +44,8 @@ class SearchConfig:
     crossover_prob: float = 0.9
     mutation_prob: float | None = None  # Optuna's default: 1 / number of parameters
     swapping_prob: float = 0.5
+    init: str | None = None  # "lhs": NSGA-II's first generation is a Latin-hypercube design
+    constraints: list[str] = field(default_factory=list)  # e.g. ["inference_flops <= 5e4"]
 
 
 @dataclass
@@ -61,22 +70,35 @@ class StudySpec:
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int | None = None
     storage: str = "runs"
+    trainable: str = BUILTIN_TRAINABLE  # or "package.module:function" (a custom trainable)
+    sources: list[str] = field(default_factory=list)  # YAML key `from`: studies to select from
+    layers: int = 2  # reevaluate: the first k non-dominated layers
+    top: int = 10  # evaluate: the N most accurate layer-1 configs
+    sparsities: list[float] = field(default_factory=list)
     source: str = ""  # the YAML text after overrides, kept with the results
+
+    @property
+    def builtin(self) -> bool:
+        return self.trainable == BUILTIN_TRAINABLE
 
     @property
     def study_dir(self) -> Path:
         return Path(self.storage) / self.name
 
     def load_space(self) -> SearchSpace:
-        return load_space(self.space)
+        try:
+            return load_space(self.space)
+        except SpaceError as err:
+            raise SpecError(str(err)) from None
 
     def trial_defaults(self) -> dict[str, Any]:
         """Hyperparameters every trial gets: the study's dataset and model, then `fixed`."""
+        if not self.builtin:
+            return dict(self.fixed)
         return {"dataset": self.dataset, "model": self.model, **self.fixed}
 
 
-TOP_KEYS = {f for f in StudySpec.__dataclass_fields__ if f != "source"}
-REQUIRED = ("name", "objectives", "trials")
+TOP_KEYS = {f for f in StudySpec.__dataclass_fields__ if f not in ("source", "sources")} | {"from"}
 
 
 def _unknown(key: str, allowed, where: str) -> SpecError:
@@ -120,41 +142,70 @@ def _positive_int(value: Any, where: str, minimum: int = 1) -> int:
     return value
 
 
+def check_trainable(path: str) -> str:
+    """A custom trainable, 'package.module:function' or 'file.py:function': importable now,
+    so a typo fails before Ray starts. File paths become absolute (workers run elsewhere)."""
+    target, _, name = path.rpartition(":")
+    if not target or not re.match(r"^\w+$", name):
+        raise SpecError(
+            f"trainable={path!r}: write 'package.module:function' or 'path/to/file.py:function' "
+            "(a function of the config that calls ray.tune.report)"
+        )
+    if target.endswith(".py"):
+        if not Path(target).is_file():
+            raise SpecError(f"trainable={path!r}: file {target!r} not found")
+        path = f"{Path(target).resolve()}:{name}"
+    from tuner.trainable import import_function
+
+    try:
+        import_function(path)
+    except (ImportError, AttributeError, SyntaxError) as err:
+        raise SpecError(f"trainable={path!r} cannot be imported: {err}") from None
+    return path
+
+
+def _required(body: dict[str, Any], key: str, example: str) -> Any:
+    if body.get(key) in (None, {}, "", []):
+        raise SpecError(f"{key} is required (e.g. {example})")
+    return body[key]
+
+
 def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
     if not isinstance(body, dict):
         raise SpecError("the spec must be a YAML mapping of keys to values")
     for key in body:
         if key not in TOP_KEYS:
             raise _unknown(key, TOP_KEYS, "")
-    for key in REQUIRED:
-        if body.get(key) in (None, {}, ""):
-            example = {
-                "name": "name: my-study",
-                "objectives": "objectives: {val_error: min, train_flops: min}",
-                "trials": "trials: 24",
-            }[key]
-            raise SpecError(f"{key} is required (e.g. {example})")
-
-    name = str(body["name"])
+    name = str(_required(body, "name", "name: my-study"))
     if not NAME.match(name):
         raise SpecError(f"name={name!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
     kind = body.get("kind", "optimize")
     if kind not in KINDS:
         raise SpecError(f"kind={kind!r} is not available; allowed: {', '.join(KINDS)}")
+    trainable = str(body.get("trainable", BUILTIN_TRAINABLE))
+    builtin = trainable == BUILTIN_TRAINABLE
+    if not builtin:
+        trainable = check_trainable(trainable)
 
-    objectives = body["objectives"]
+    searching = kind in SEARCHING_KINDS
+    if searching:
+        objectives = _required(body, "objectives", "objectives: {val_error: min, train_flops: min}")
+    else:
+        objectives = body.get("objectives") or dict(TEST_OBJECTIVES)
     if not isinstance(objectives, dict):
         raise SpecError(
             f"objectives={objectives!r}: expected a mapping of metric to min|max, "
             "e.g. {val_error: min, train_flops: min}"
         )
     for metric, mode in objectives.items():
-        if metric not in METRICS:
+        if builtin and metric not in METRICS:
             raise _unknown(metric, METRICS, "objectives.")
         if mode not in MODES:
             raise SpecError(f"objectives.{metric}={mode!r}: allowed min, max")
 
     search = _sub(SearchConfig, body.get("search"), "search")
+    if kind == "random":  # shorthand: an unbiased Latin-hypercube sample of the space
+        search.algorithm = "lhs"
     if search.algorithm not in ALGORITHMS:
         raise SpecError(f"search.algorithm={search.algorithm!r}: allowed {', '.join(ALGORITHMS)}")
     _positive_int(search.population_size, "search.population_size", 2)
@@ -162,6 +213,20 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
         value = getattr(search, prob)
         if value is not None and not (isinstance(value, int | float) and 0 <= value <= 1):
             raise SpecError(f"search.{prob}={value!r}: expected a probability in [0, 1]")
+    if search.init not in (None, "lhs"):
+        raise SpecError(f"search.init={search.init!r}: allowed lhs (or leave it out)")
+    if search.init and search.algorithm != "nsga2":
+        raise SpecError("search.init: lhs seeds NSGA-II's first generation; use algorithm: nsga2")
+    if not isinstance(search.constraints, list):
+        raise SpecError(f"search.constraints={search.constraints!r}: expected a list of strings")
+    if search.constraints and search.algorithm not in ("nsga2", "tpe", "gp"):
+        raise SpecError("search.constraints: only the nsga2, tpe and gp searches take constraints")
+    for text in search.constraints:
+        from tuner.searchers import parse_constraint  # late: searchers import this module
+
+        metric, _, _ = parse_constraint(text)
+        if builtin and metric not in METRICS:
+            raise _unknown(metric, METRICS, "search.constraints: ")
 
     resources = _sub(Resources, body.get("resources"), "resources")
     for res in ("cpu", "gpu"):
@@ -184,12 +249,30 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
     fixed = body.get("fixed") or {}
     if not isinstance(fixed, dict):
         raise SpecError(f"fixed={fixed!r}: expected a mapping of hyperparameter to value")
+
+    sources = body.get("from") or []
+    if isinstance(sources, str):
+        sources = [sources]
+    if kind in FROM_KINDS:
+        if not sources:
+            raise SpecError(f"from is required for kind {kind} (e.g. from: [digits-nsga2])")
+    elif sources:
+        raise SpecError(f"from: only the {' and '.join(FROM_KINDS)} kinds select from studies")
+    sparsities = body.get("sparsities") or []
+    if not isinstance(sparsities, list):
+        raise SpecError(f"sparsities={sparsities!r}: expected a list, e.g. [0.5, 0.9]")
+    trials = body.get("trials")
+    if searching:
+        trials = _positive_int(_required(body, "trials", "trials: 24"), "trials")
+    elif trials is not None:
+        raise SpecError(f"trials: kind {kind} runs a fixed set of configs; leave trials out")
+
     spec = StudySpec(
         name=name,
         kind=kind,
         description=str(body.get("description", "")),
         objectives=dict(objectives),
-        trials=_positive_int(body["trials"], "trials"),
+        trials=trials or 0,
         dataset=body.get("dataset", "digits"),
         model=body.get("model", "mlp"),
         space=str(body.get("space", body.get("model", "mlp"))),
@@ -201,16 +284,27 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
         if body.get("max_concurrent") is None
         else _positive_int(body["max_concurrent"], "max_concurrent"),
         storage=str(body.get("storage", "runs")),
+        trainable=trainable,
+        sources=[str(x) for x in sources],
+        layers=_positive_int(body.get("layers", 2), "layers"),
+        top=_positive_int(body.get("top", 10), "top"),
+        sparsities=list(sparsities),
         source=source,
     )
-    # Hyperparameters: the dataset, model, fixed values and the space's bounds, all checked
-    # against the trainable's table, so `sparsity: 1.5` fails here and not in a trial.
+    if not builtin:
+        spec.load_space()  # a custom trainable's hyperparameters are its own: check the form
+        return spec
+    # Hyperparameters: the dataset, model, fixed values, sparsities and the space's bounds, all
+    # checked against the trainable's table, so `sparsity: 1.5` fails here and not in a trial.
     try:
         check_value("dataset", spec.dataset)
         check_value("model", spec.model)
         for key, value in spec.fixed.items():
             spec.fixed[key] = check_value(key, value, "fixed.")
-        spec.load_space().check(check_value)
+        for i, value in enumerate(spec.sparsities):
+            spec.sparsities[i] = check_value("sparsity", value, f"sparsities[{i}]: ")
+        if searching:
+            spec.load_space().check(check_value)
     except (ConfigError, SpaceError) as err:
         raise SpecError(str(err)) from None
     return spec

@@ -15,13 +15,15 @@ import pandas as pd
 from results.pareto import with_layers
 from results.parquet import PARETO, TRIALS, read_table, write_table_atomic
 from results.plots import plot_pareto_front
+from search_spaces import SearchSpace
+from trainables.config import ConfigError
 from tuner.spec import StudySpec
 
 PARETO_PNG = "pareto.png"
 
 
-class StudyExistsError(RuntimeError):
-    pass
+class StudyExistsError(ConfigError):
+    """The study's folder already holds results; the message says how to keep or replace them."""
 
 
 @dataclass
@@ -135,67 +137,195 @@ def compute_pareto(
     return trials, pareto, plot
 
 
+def _trainable(spec: StudySpec, space: SearchSpace, data):
+    from ray import tune
+
+    from tuner.trainable import run_custom_trial, run_trial
+
+    if spec.builtin:
+        fn = tune.with_parameters(run_trial, space=space, data=data)
+    else:
+        fn = tune.with_parameters(run_custom_trial, space=space, function=spec.trainable)
+    return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def _metric_names(spec: StudySpec) -> list[str] | None:
+    from trainables.train import METRICS
+
+    return list(METRICS) if spec.builtin else None  # None: whatever a custom trainable reports
+
+
+def reconcile_with_experiment(study_dir: Path, experiment_dir: Path, search_seed) -> int:
+    """Drop Parquet rows of this search that Tune's restored experiment state doesn't know.
+
+    Tune saves its experiment state every second; a trial that finished after the last save
+    and before a crash is rerun under a new id on resume, so its old row would be counted
+    twice. Returns the number of rows dropped.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    from results.parquet import write_table_atomic
+
+    known = {t.trial_id for t in ExperimentAnalysis(str(experiment_dir)).trials}
+    path = study_dir / TRIALS
+    if not path.exists():
+        return 0
+    trials = read_table(path)
+    same_search = (
+        trials["search_seed"].isna()
+        if search_seed is None
+        else trials["search_seed"] == search_seed
+    )
+    orphans = same_search & ~trials["trial_id"].isin(known)
+    if orphans.any():
+        from results.parquet import read_metadata
+
+        write_table_atomic(trials[~orphans], path, metadata=read_metadata(path))
+    return int(orphans.sum())
+
+
+def shared_dataset(spec: StudySpec, searches) -> tuple[str | None, str]:
+    """The one dataset every trial uses (loaded once, shared), or None when they differ."""
+    from tuner.searchers import ConfigListSearch
+
+    configs = [
+        config
+        for search in searches
+        if isinstance(search.searcher, ConfigListSearch)
+        for config in search.searcher.configs
+    ]
+    if spec.kind in ("optimize", "random"):
+        configs = [spec.trial_defaults()]
+    names = {c.get("dataset", "digits") for c in configs}
+    dirs = {c.get("data_dir", "data") for c in configs}
+    if len(names) == 1 and len(dirs) == 1:
+        return names.pop(), dirs.pop()
+    return None, "data"
+
+
 def run_study(
     spec: StudySpec,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     address: str | None = None,
     dashboard: bool = True,
     reuse_actors: bool = True,
 ) -> StudyResult:
+    """Run (or, with resume=True, continue) every search of the study, then the layers."""
     from ray import tune
 
     from trainables.datasets import load_dataset
     from tuner.callbacks import ParquetWriter, ProgressReporter
-    from tuner.searchers import create_searcher
-    from tuner.trainable import run_trial
+    from tuner.kinds import plan_searches
 
-    study_dir = prepare_study_dir(spec, overwrite)
-    space = spec.load_space()
-    defaults = spec.trial_defaults()
-    param_space = {**space.to_tune(exclude=set(defaults)), **defaults}
+    # Tune saves its experiment state (trials, searcher) at most this often: a crash loses at
+    # most this much bookkeeping. Tune's default ("auto") waits 10 s or more.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # A report missing an objective must fail that trial, not abort the whole fit().
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+
+    study_dir = spec.study_dir.resolve() if resume else prepare_study_dir(spec, overwrite)
+    searches = plan_searches(spec)  # reads the `from` studies: fails before Ray starts
     metadata = provenance(spec)
     objectives = list(spec.objectives)
 
+    # Loaded once by the driver, before Ray starts (a missing dataset stops the study here,
+    # with one message), then shared with every trial through the object store.
+    data = None
+    if spec.builtin:
+        dataset, data_dir = shared_dataset(spec, searches)
+        data = load_dataset(dataset, data_dir) if dataset else None
     dashboard_url = init_ray(address, dashboard)
     if dashboard_url:
         print(f"Ray dashboard: {dashboard_url}", flush=True)
-    # Loaded once by the driver, shared with every trial through the object store.
-    data = load_dataset(spec.dataset, defaults.get("data_dir", "data"))
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, space=space, data=data),
-        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-    )
     max_concurrent = spec.max_concurrent or default_max_concurrent(spec)
-    for i, seed in enumerate(spec.seeds):
-        label = f"seed {seed} " if len(spec.seeds) > 1 else ""
+    for i, search in enumerate(searches):
+        experiment_dir = study_dir / search.label
+        what = spec.kind
+        if search.search_seed is not None:
+            what = f"{spec.search.algorithm} search {i + 1}/{len(searches)}"
+            what += f" (search seed {search.search_seed})"
         print(
-            f"study {spec.name!r}: {spec.search.algorithm} search {i + 1}/{len(spec.seeds)} "
-            f"(search seed {seed}), {spec.trials} trials, {max_concurrent} at a time",
+            f"study {spec.name!r}: {what}, {search.num_samples} trials, {max_concurrent} at a time",
             flush=True,
         )
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                search_alg=create_searcher(spec.search, spec.objectives, seed),
-                num_samples=spec.trials,
-                max_concurrent_trials=max_concurrent,
-                reuse_actors=reuse_actors,  # no new process per trial: ~4x faster here
-            ),
-            run_config=tune.RunConfig(
-                name=f"search-seed-{seed}",
-                storage_path=str(study_dir),
-                verbose=0,
-                callbacks=[
-                    ParquetWriter(
-                        study_dir, spec.name, spec.kind, seed, space, objectives, metadata
-                    ),
-                    ProgressReporter(spec.trials, objectives, space, label),
-                ],
-                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            ),
-        )
+        trainable = _trainable(spec, search.space, data)
+        if resume and tune.Tuner.can_restore(str(experiment_dir)):
+            dropped = reconcile_with_experiment(study_dir, experiment_dir, search.search_seed)
+            if dropped:
+                print(f"  {dropped} finished trials after Tune's last save will run again")
+            tuner = tune.Tuner.restore(
+                str(experiment_dir), trainable, resume_unfinished=True, resume_errored=False
+            )
+        else:
+            label = f"seed {search.search_seed} " if len(searches) > 1 else ""
+            tuner = tune.Tuner(
+                trainable,
+                param_space=search.param_space,
+                tune_config=tune.TuneConfig(
+                    search_alg=search.searcher,
+                    num_samples=search.num_samples,
+                    max_concurrent_trials=max_concurrent,
+                    reuse_actors=reuse_actors,  # no new process per trial: ~5x faster here
+                ),
+                run_config=tune.RunConfig(
+                    name=search.label,
+                    storage_path=str(study_dir),
+                    verbose=0,
+                    callbacks=[
+                        ParquetWriter(
+                            study_dir,
+                            spec.name,
+                            spec.kind,
+                            search.search_seed,
+                            search.space,
+                            objectives,
+                            metadata,
+                            _metric_names(spec),
+                        ),  # fmt: skip
+                        ProgressReporter(
+                            study_dir,
+                            search.num_samples,
+                            objectives,
+                            search.space,
+                            search.search_seed,
+                            label,
+                        ),  # fmt: skip
+                    ],
+                    failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                ),
+            )
         tuner.fit()
     trials, pareto, plot = compute_pareto(study_dir, spec.objectives, title=spec.name)
+    if spec.kind in ("reproduction", "reevaluate", "evaluate") and len(trials):
+        write_summary(study_dir, trials, spec.objectives)
     return StudyResult(study_dir, trials, pareto, plot)
+
+
+SUMMARY = "summary.parquet"
+SUMMARY_METRICS = ("test_accuracy", "test_error", "val_accuracy", "train_flops", "inference_flops")
+
+
+def write_summary(study_dir: Path, trials: pd.DataFrame, objectives: dict[str, str]) -> Path:
+    """Mean, std and count over seeds per config (sparsity included): summary.parquet."""
+    from results.aggregate import aggregate_over_seeds
+
+    completed = trials[trials["status"] == "completed"]
+    metrics = [m for m in dict.fromkeys([*objectives, *SUMMARY_METRICS]) if m in completed]
+    summary = aggregate_over_seeds(completed, metrics)
+    write_table_atomic(summary, study_dir / SUMMARY)
+    return study_dir / SUMMARY
+
+
+def load_study_spec(name: str, storage: str = "runs") -> StudySpec:
+    """The spec a study ran with (its spec.yaml), for resume."""
+    import yaml
+
+    from tuner.spec import SpecError, parse_spec
+
+    path = Path(storage) / name / "spec.yaml"
+    if not path.is_file():
+        raise SpecError(f"no study {name!r} to resume: {path} not found (is --storage right?)")
+    body = yaml.safe_load(path.read_text())
+    return parse_spec(body, source=path.read_text())

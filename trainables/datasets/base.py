@@ -1,15 +1,40 @@
+"""`DeviceDataset`: the splits of one dataset as tensors on one device (airbench style).
+
+Stored compactly (images as uint8 NCHW, tabular features as float32, both un-normalized), so
+the object Ray puts in its object store and every trial unpickles is small. On the device,
+batches are drawn by a permutation, gathered, augmented in batch (random flip, random
+translate) and normalized with statistics of the training split only: nothing is ever
+normalized with validation or test data, and nothing goes through a per-sample Python loop.
+"""
+
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from trainables.config import ConfigError
+
+AUGMENTATIONS = ("auto", "none", "flip", "translate", "flip_translate")
+TRANSLATE_PAD = 4  # pixels: random translation by up to 4 px (= pad 4 + random 32x32 crop)
+
+
+class DatasetUnavailable(ConfigError):
+    """A dataset's files are missing (offline) or unreadable; the message says how to get them."""
 
 
 @dataclass
 class DeviceDataset:
-    """Train/val/test splits as tensors on one device. Features are float32, labels int64."""
+    """Train/val/test splits of one dataset on one device.
+
+    `x_*` hold the stored form: uint8 images (N, C, H, W) or float32 features (N, F), not
+    normalized; `normalize(x)` maps a batch of them to float32 model inputs with the training
+    split's statistics (`mean`, `std`). Labels are int64. `train_batches` yields normalized,
+    augmented training batches; `eval_batches` normalized batches of another split.
+    """
 
     name: str
     x_train: torch.Tensor
@@ -19,26 +44,172 @@ class DeviceDataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    mean: torch.Tensor | None = None  # broadcastable to one sample batch: (1, C, 1, 1) or (1, F)
+    std: torch.Tensor | None = None
+    augment: str = "none"  # none | flip | translate | flip_translate (resolved, never "auto")
+    default_augment: str = "none"  # what augment="auto" means for this dataset
+    split: dict[str, Any] = field(default_factory=dict)  # how val was carved: seed, fraction, fold
+
+    def __post_init__(self):
+        if self.mean is None:
+            self.mean, self.std = normalization_stats(self.x_train)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
     @property
+    def is_image(self) -> bool:
+        return self.x_train.dim() == 4
+
+    @property
     def device(self) -> torch.device:
         return self.x_train.device
 
     def to(self, device: str | torch.device) -> DeviceDataset:
+        """The same dataset on `device` (moved once; a no-op when already there)."""
         moved = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
-        return DeviceDataset(name=self.name, num_classes=self.num_classes, **moved)
+        return replace(self, **moved)
+
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in vars(self).values() if isinstance(v, torch.Tensor))
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored samples (uint8 or float) to float32 model inputs, with training statistics."""
+        return (x.float() - self.mean) / self.std
 
     def train_batches(self, batch_size: int, generator: torch.Generator):
-        """One epoch of shuffled batches, drawn by a permutation made on the device."""
+        """One epoch of shuffled, augmented, normalized batches; the permutation comes from
+        `generator` (on the CPU, so a run is reproducible on every device) and the gather,
+        augmentation and normalization run on the data's device."""
         n = len(self.y_train)
         order = torch.randperm(n, device="cpu", generator=generator).to(self.device)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            yield self.x_train[idx], self.y_train[idx]
+            x = self.x_train[idx]
+            if self.augment != "none":
+                x = augment_batch(x, self.augment, generator)
+            yield self.normalize(x), self.y_train[idx]
+
+    def eval_batches(self, x: torch.Tensor, batch_size: int = 1024):
+        """Normalized batches of `x` (a stored split such as `x_val`), in order."""
+        for start in range(0, len(x), batch_size):
+            yield self.normalize(x[start : start + batch_size])
+
+    # -- splits -------------------------------------------------------------------------------
+
+    def configured(self, config: dict[str, Any]) -> DeviceDataset:
+        """This dataset with a trial's data knobs applied: `augment`, and, when `folds` or
+        `val_fraction` differ from how it was loaded, validation re-carved from train+val
+        (test stays the official test set) and the statistics recomputed on the new train."""
+        augment = config.get("augment", "auto")
+        if augment == "auto":
+            augment = self.default_augment
+        if augment not in AUGMENTATIONS:
+            raise ConfigError(f"augment={augment!r}: allowed {', '.join(AUGMENTATIONS)}")
+        if augment != "none" and not self.is_image:
+            raise ConfigError(
+                f"augment={augment!r}: {self.name} is not an image dataset; use augment=none"
+            )
+        folds = int(config.get("folds", self.split.get("folds", 1)))
+        fold = int(config.get("fold", self.split.get("fold", 0)))
+        fraction = float(config.get("val_fraction", self.split.get("val_fraction", 0.2)))
+        if folds > 1 and not 0 <= fold < folds:
+            raise ConfigError(f"fold={fold} with folds={folds}: allowed 0 to {folds - 1}")
+        wanted = {"folds": folds, "fold": fold if folds > 1 else 0, "val_fraction": fraction}
+        current = {k: self.split.get(k) for k in wanted}
+        if folds == 1:
+            current["fold"] = 0
+        data = self if wanted == current else self.resplit(**wanted)
+        return replace(data, augment=augment) if augment != data.augment else data
+
+    def resplit(self, folds: int, fold: int, val_fraction: float) -> DeviceDataset:
+        """Validation carved anew from the pool train+val (in that order), seeded by the split
+        seed this dataset was loaded with: a stratified holdout of `val_fraction` when
+        folds == 1, else the `fold`-th part of a stratified `folds`-fold partition."""
+        seed = int(self.split.get("seed", 0))
+        x_pool = torch.cat([self.x_train, self.x_val])
+        y_pool = torch.cat([self.y_train, self.y_val])
+        train, val = carve_validation(y_pool.cpu().numpy(), val_fraction, seed, folds, fold)
+        train_t = torch.as_tensor(train, device=x_pool.device)
+        val_t = torch.as_tensor(val, device=x_pool.device)
+        split = {**self.split, "folds": folds, "fold": fold, "val_fraction": val_fraction}
+        return replace(
+            self,
+            x_train=x_pool[train_t],
+            y_train=y_pool[train_t],
+            x_val=x_pool[val_t],
+            y_val=y_pool[val_t],
+            mean=None,
+            std=None,
+            split=split,
+        )
+
+
+def normalization_stats(x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of the training split: per channel for images (N, C, H, W), per feature
+    for tabular data (N, F). Tabular statistics are computed exactly as `standardize` does."""
+    if x_train.dim() == 4:
+        n, c = x_train.shape[:2]
+        total = torch.zeros(c, dtype=torch.float64, device=x_train.device)
+        squares = torch.zeros(c, dtype=torch.float64, device=x_train.device)
+        for start in range(0, n, 4096):  # chunked: no float copy of the whole set
+            chunk = x_train[start : start + 4096].double()
+            total += chunk.sum(dim=(0, 2, 3))
+            squares += chunk.square().sum(dim=(0, 2, 3))
+        count = max(n * x_train.shape[2] * x_train.shape[3], 1)
+        mean = total / count
+        std = (squares / count - mean.square()).clamp_min(0).sqrt()
+        shape = (1, c, 1, 1)
+        return mean.float().view(shape), std.float().clamp_min(1e-6).view(shape)
+    mean = x_train.float().mean(dim=0, keepdim=True)
+    std = x_train.float().std(dim=0, keepdim=True).clamp_min(1e-6)
+    return mean, std
+
+
+def augment_batch(x: torch.Tensor, augment: str, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and/or random translation of a batch (N, C, H, W), in batch on
+    x's device. Random numbers come from `generator` (CPU), then move to the device."""
+    n = len(x)
+    if "flip" in augment:
+        flip = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+    if "translate" in augment:
+        x = batch_translate(x, TRANSLATE_PAD, generator)
+    return x
+
+
+def batch_translate(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift every image by its own random (dy, dx) in [-pad, pad], zero-filled: the same as
+    torchvision's RandomCrop(size, padding=pad), done as 2 * (2 pad + 1) masked copies (airbench's
+    batch_crop) instead of one Python call per image."""
+    n, _, h, w = x.shape
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).to(x.device)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = torch.empty((*x.shape[:3], w + 2 * pad), dtype=x.dtype, device=x.device)
+    for s in range(2 * pad + 1):
+        sel = shifts[:, 0] == s
+        rows[sel] = padded[sel, :, s : s + h, :]
+    out = torch.empty_like(x)
+    for s in range(2 * pad + 1):
+        sel = shifts[:, 1] == s
+        out[sel] = rows[sel, :, :, s : s + w]
+    return out
+
+
+def carve_validation(
+    y: np.ndarray, val_fraction: float, seed: int, folds: int = 1, fold: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and val indices into `y`: disjoint, together all of it, stratified."""
+    idx = np.arange(len(y))
+    if folds > 1:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        train, val = list(splitter.split(idx, y))[fold]
+    else:
+        train, val = train_test_split(idx, test_size=val_fraction, stratify=y, random_state=seed)
+    return np.sort(train), np.sort(val)
 
 
 def stratified_split(
@@ -56,3 +227,33 @@ def standardize(x_train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tens
     mean = x_train.mean(dim=0, keepdim=True)
     std = x_train.std(dim=0, keepdim=True).clamp_min(1e-6)
     return [(t - mean) / std for t in (x_train, *others)]
+
+
+def from_pool(
+    name: str,
+    x_pool: np.ndarray | torch.Tensor,
+    y_pool: np.ndarray | torch.Tensor,
+    x_test: np.ndarray | torch.Tensor,
+    y_test: np.ndarray | torch.Tensor,
+    num_classes: int,
+    split_seed: int,
+    val_fraction: float,
+    default_augment: str = "none",
+) -> DeviceDataset:
+    """A dataset from an official train pool and test set: validation carved from the pool by
+    a seeded stratified split; normalization statistics from the remaining train only."""
+    x_pool, y_pool = torch.as_tensor(x_pool), torch.as_tensor(y_pool).long()
+    train, val = carve_validation(y_pool.numpy(), val_fraction, split_seed)
+    train_t, val_t = torch.as_tensor(train), torch.as_tensor(val)
+    return DeviceDataset(
+        name=name,
+        x_train=x_pool[train_t].contiguous(),
+        y_train=y_pool[train_t],
+        x_val=x_pool[val_t].contiguous(),
+        y_val=y_pool[val_t],
+        x_test=torch.as_tensor(x_test).contiguous(),
+        y_test=torch.as_tensor(y_test).long(),
+        num_classes=num_classes,
+        default_augment=default_augment,
+        split={"seed": split_seed, "folds": 1, "fold": 0, "val_fraction": val_fraction},
+    )

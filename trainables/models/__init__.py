@@ -39,6 +39,6 @@ def create_model(name: str, input_shape: tuple[int, ...], num_classes: int, **kn
     )
 
 
-from trainables.models import mlp  # noqa: E402,F401  (registers)
+from trainables.models import convnets, mlp  # noqa: E402,F401  (registers)
 
 __all__ = ["MODELS", "create_model", "model_knobs", "register_model"]

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from trainables.sparsity.distributions import DISTRIBUTIONS, layer_densities
 from trainables.sparsity.masks import (
+    PATTERNS,
     PRUNABLE_LAYERS,
+    Pattern,
+    pattern_masks,
     prunable_layers,
     prunable_weights,
     random_masks,
+    topk_mask,
     update_mask,
+    update_pattern_mask,
 )
 from trainables.sparsity.methods import (
+    DROP_CRITERIA,
+    GROW_CRITERIA,
     METHODS,
+    REGULARIZERS,
+    UPDATE_UNITS,
     SparseMethod,
     SparseTraining,
     create_sparse_training,
@@ -19,8 +28,17 @@ from trainables.sparsity.methods import (
 
 __all__ = [
     "DISTRIBUTIONS",
+    "DROP_CRITERIA",
+    "GROW_CRITERIA",
     "METHODS",
+    "PATTERNS",
     "PRUNABLE_LAYERS",
+    "REGULARIZERS",
+    "UPDATE_UNITS",
+    "Pattern",
+    "pattern_masks",
+    "topk_mask",
+    "update_pattern_mask",
     "SparseMethod",
     "SparseTraining",
     "create_sparse_training",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -50,12 +53,22 @@ def random_masks(
     return masks
 
 
-def update_mask(mask: Tensor, drop_score: Tensor, grow_score: Tensor, n_update: int) -> Tensor:
+def update_mask(
+    mask: Tensor,
+    drop_score: Tensor,
+    grow_score: Tensor,
+    n_update: int,
+    *,
+    n_grow: int | None = None,
+    drop_candidates: Tensor | None = None,
+) -> Tensor:
     """Drop the `n_update` active positions with the lowest `drop_score`, then grow the `n_update`
-    inactive positions (after the drop) with the highest `grow_score`.
+    (or `n_grow`) inactive positions (after the drop) with the highest `grow_score`.
 
-    Just-dropped positions may regrow, as in rigl. The number of active positions is preserved
-    exactly. Returns a new bool mask; `mask` is not modified.
+    Just-dropped positions may regrow, as in rigl. With n_grow None the number of active
+    positions is preserved exactly. `drop_candidates` (bool, mask's shape) limits the drop to
+    those active positions (SET's positive / negative split). Returns a new bool mask; `mask`
+    is not modified.
     """
     if mask.dtype != torch.bool:
         raise ValueError(f"mask must be a bool tensor, got dtype {mask.dtype}")
@@ -65,17 +78,201 @@ def update_mask(mask: Tensor, drop_score: Tensor, grow_score: Tensor, n_update: 
             f"must have the mask's shape {tuple(mask.shape)}"
         )
     flat = mask.flatten()
-    active = flat.nonzero().squeeze(1)
+    candidates = flat if drop_candidates is None else flat & drop_candidates.flatten()
+    active = candidates.nonzero().squeeze(1)
     if not 0 <= n_update <= active.numel():
         raise ValueError(
             f"n_update must be in [0, {active.numel()}] (active count), got {n_update}"
         )
+    n_grow = n_update if n_grow is None else n_grow
     new = flat.clone()
     # Select among the candidate indices only, so scores of +-inf or ties with masked-out
     # positions can never pick a position from the wrong set.
     lowest = drop_score.flatten()[active].topk(n_update, largest=False).indices
     new[active[lowest]] = False
     inactive = (~new).nonzero().squeeze(1)
-    highest = grow_score.flatten()[inactive].topk(n_update).indices
+    if not 0 <= n_grow <= inactive.numel():
+        raise ValueError(f"n_grow must be in [0, {inactive.numel()}], got {n_grow}")
+    highest = grow_score.flatten()[inactive].topk(n_grow).indices
     new[inactive[highest]] = True
     return new.view(mask.shape)
+
+
+# --- patterns: the shape of a mask ----------------------------------------------------------
+PATTERNS = ("unstructured", "block", "n:m")
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """The shape a mask takes. A weight is viewed as a matrix C_out x (C_in * kh * kw) (a conv
+    weight as its im2col matrix, as NVIDIA's ASP and block-sparse kernels do):
+
+    - `unstructured`: any set of positions.
+    - `block`: whole `block_size` x `block_size` tiles of that matrix (edge tiles are cut short);
+      a tile is scored by the L2 norm of its scores (block norm).
+    - `n:m`: every group of `m` consecutive inputs of one output keeps exactly `n`. A layer whose
+      input count is not a multiple of `m` cannot be n:m and stays dense (as ASP skips it).
+    """
+
+    kind: str = "unstructured"
+    block_size: int = 4
+    n: int = 2
+    m: int = 4
+
+    def __post_init__(self) -> None:
+        if self.kind not in PATTERNS:
+            raise ValueError(f"pattern must be one of {PATTERNS}, got {self.kind!r}")
+        if self.kind == "block" and (not isinstance(self.block_size, int) or self.block_size < 1):
+            raise ValueError(f"block_size must be an int >= 1, got {self.block_size!r}")
+        if self.kind == "n:m" and not (
+            isinstance(self.n, int) and isinstance(self.m, int) and 1 <= self.n < self.m
+        ):
+            raise ValueError(
+                f"nm_n={self.n!r}, nm_m={self.m!r}: an n:m pattern needs ints 1 <= nm_n < nm_m "
+                "(2:4 is nm_n=2, nm_m=4)"
+            )
+
+    def supports(self, shape: tuple[int, ...]) -> bool:
+        """False for a layer this pattern cannot shape (n:m with inputs not a multiple of m)."""
+        return self.kind != "n:m" or math.prod(shape[1:]) % self.m == 0
+
+    # unit views: a block's or a group's scores, and back to element masks
+    def unit_scores(self, score: Tensor) -> Tensor:
+        """Scores per unit: per element (flat), per block (block norm), or (groups, m) for n:m."""
+        matrix = score.reshape(score.shape[0], -1)
+        if self.kind == "unstructured":
+            return score.flatten()
+        if self.kind == "n:m":
+            return matrix.reshape(-1, self.m)
+        b = self.block_size
+        rows, cols = matrix.shape
+        padded = torch.nn.functional.pad(matrix, (0, -cols % b, 0, -rows % b))
+        tiles = padded.reshape(padded.shape[0] // b, b, padded.shape[1] // b, b)
+        return tiles.float().pow(2).sum(dim=(1, 3)).sqrt().flatten()
+
+    def unit_mask(self, mask: Tensor) -> Tensor:
+        """A pattern-shaped element mask as a mask over units (flat, per block, or (groups, m))."""
+        if self.kind == "block":
+            return self.unit_scores(mask.float()) > 0
+        return self.unit_scores(mask)
+
+    def expand(self, units: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """Element mask of `shape` from a unit mask."""
+        if self.kind != "block":
+            return units.reshape(shape)
+        b = self.block_size
+        rows, cols = shape[0], math.prod(shape[1:])
+        tiles = units.reshape(-(-rows // b), -(-cols // b))
+        full = tiles.repeat_interleave(b, dim=0).repeat_interleave(b, dim=1)
+        return full[:rows, :cols].reshape(shape).contiguous()
+
+    def n_units(self, shape: tuple[int, ...]) -> int:
+        rows, cols = shape[0], math.prod(shape[1:])
+        if self.kind == "block":
+            return -(-rows // self.block_size) * -(-cols // self.block_size)
+        return rows * cols
+
+
+UNSTRUCTURED = Pattern()
+
+
+def pattern_masks(
+    weights: dict[str, Tensor],
+    densities: dict[str, float],
+    pattern: Pattern,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """Random masks of a pattern: unstructured as `random_masks`; block: round(density x
+    blocks) (at least 1) whole blocks at random; n:m: n random positions of every group of m
+    (the density is n/m wherever the layer is not dense)."""
+    if pattern.kind == "unstructured":
+        return random_masks(weights, densities, generator)
+    masks = {}
+    for name, weight in weights.items():
+        density = densities[name]
+        shape = tuple(weight.shape)
+        if density >= 1.0:
+            masks[name] = torch.ones_like(weight, dtype=torch.bool)
+            continue
+        device = generator.device if generator is not None else weight.device
+        if pattern.kind == "block":
+            n_units = pattern.n_units(shape)
+            n_active = max(1, round(density * n_units))
+            chosen = torch.randperm(n_units, generator=generator, device=device)[:n_active]
+            units = torch.zeros(n_units, dtype=torch.bool, device=device)
+            units[chosen] = True
+        else:
+            groups = weight.numel() // pattern.m
+            keep = torch.rand(groups, pattern.m, generator=generator, device=device)
+            units = torch.zeros(groups, pattern.m, dtype=torch.bool, device=device)
+            units.scatter_(1, keep.topk(pattern.n, dim=1).indices, True)
+        masks[name] = pattern.expand(units.to(weight.device), shape)
+    return masks
+
+
+def topk_mask(score: Tensor, n_keep: int, pattern: Pattern = UNSTRUCTURED) -> Tensor:
+    """Keep the `n_keep` highest-scoring units (elements or blocks; ignored for n:m, which keeps
+    the top n of every group of m) and return the element mask."""
+    shape = tuple(score.shape)
+    units = pattern.unit_scores(score.detach())
+    if pattern.kind == "n:m":
+        keep = torch.zeros_like(units, dtype=torch.bool)
+        keep.scatter_(1, units.topk(pattern.n, dim=1).indices, True)
+        return pattern.expand(keep, shape)
+    keep = torch.zeros(units.numel(), dtype=torch.bool, device=score.device)
+    keep[units.topk(n_keep).indices] = True
+    return pattern.expand(keep, shape)
+
+
+def update_pattern_mask(
+    mask: Tensor,
+    drop_score: Tensor,
+    grow_score: Tensor,
+    fraction: float,
+    pattern: Pattern,
+    n_grow_delta: int = 0,
+) -> Tensor:
+    """The shared drop/grow update on a pattern's units.
+
+    unstructured / block: drop round(fraction x active units) with the lowest (block-norm)
+    drop score and grow as many plus `n_grow_delta` (<= 0; prune_regrow's shrinking) inactive
+    units with the highest grow score, via `update_mask`. n:m: in the round(fraction x active)
+    groups (at most all) whose weakest active position has the lowest drop score, that position
+    is swapped for the group's strongest inactive one by grow score, so every group keeps
+    exactly n of m.
+    """
+    shape = tuple(mask.shape)
+    if pattern.kind == "n:m":
+        units = pattern.unit_mask(mask).clone()
+        groups = units.shape[0]
+        n_swaps = min(groups, round(fraction * int(units.sum())))
+        if n_swaps == 0:
+            return mask.clone()
+        drop = pattern.unit_scores(drop_score).float()
+        grow = pattern.unit_scores(grow_score).float()
+        weakest = torch.where(units, drop, torch.inf).min(dim=1)
+        chosen = weakest.values.topk(n_swaps, largest=False).indices
+        rows = units[chosen]
+        rows[torch.arange(n_swaps, device=rows.device), weakest.indices[chosen]] = False
+        strongest = torch.where(rows, -torch.inf, grow[chosen]).argmax(dim=1)
+        rows[torch.arange(n_swaps, device=rows.device), strongest] = True
+        units[chosen] = rows
+        return pattern.expand(units, shape)
+    units = pattern.unit_mask(mask)
+    n_update = round(fraction * int(units.sum()))
+    new = update_mask(
+        units,
+        pattern.unit_scores(drop_score),
+        pattern.unit_scores(grow_score),
+        n_update,
+        n_grow=n_update + n_grow_delta,
+    )
+    return pattern.expand(new, shape)
+
+
+def csr_bytes(mask: Tensor, value_bytes: int = 4, index_bytes: int = 4) -> int:
+    """Bytes of a weight stored as CSR of its C_out x (C_in*kh*kw) matrix: nnz values
+    (`value_bytes`, float32) + nnz column indices and rows + 1 row pointers (`index_bytes`,
+    int32)."""
+    nnz = int(mask.sum())
+    return nnz * (value_bytes + index_bytes) + (mask.shape[0] + 1) * index_bytes

@@ -1,8 +1,22 @@
-"""Sparse-training methods: dense, static, SET (Mocanu et al. 2018) and RigL (Evci et al. 2020).
+"""Sparse-training methods around one mask update (a drop score, a grow score, a schedule).
 
-A method is only its drop score, grow score and whether it updates its masks at all; the
-schedule (`update_interval`, `update_end`, cosine-decayed `drop_fraction`) and the mask update
-(`masks.update_mask`) are shared. To add a method, add a `SparseMethod` to `METHODS`.
+- `dense`, `static` (random mask at initialization, never changed).
+- `set` (Mocanu et al. 2018): drop the smallest |w| (or, with `set_sign_split`, the smallest
+  positive and the largest negative weights separately, as the paper does), grow at random.
+- `rigl` (Evci et al. 2020): drop the smallest |w|, grow the largest |dense gradient|.
+- `prune_regrow`: the general rule SET and RigL are settings of: drop by `magnitude` or
+  `gradient`, grow by `random`, `gradient` or `momentum` (SNFS, Dettmers & Zettlemoyer 2019: a
+  dense momentum of the gradient), a prune rate (`drop_fraction`) and a regrowth rate.
+- `swat` (Raihan & Aamodt 2020) and `hypersparse` (Glandorf et al. 2023): their own
+  `SparseTraining` subclasses (`swat.py`, `hypersparse.py`) on the same hooks.
+
+The schedule (`update_interval` steps or epochs, `update_end`, cosine-decayed
+`drop_fraction`) and the mask update (`masks.update_pattern_mask` over `masks.update_mask`) are
+shared, for every `pattern`. To add a method, add a `SparseMethod` to `METHODS`.
+
+A train loop calls, per step: loss (+ `loss_penalty()`) .backward(); `step_flops(step)`;
+skip = `after_backward(step, optimizer)`; if not skip: optimizer.step(); `after_step()`; and
+after every epoch `on_epoch_end(trainer)`, which returns FLOPs it spent itself.
 """
 
 from __future__ import annotations
@@ -10,15 +24,25 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+# Module import (not names): trainables.flops imports this package for prunable_layers.
+import trainables.flops as flops_lib
 from trainables.sparsity.distributions import DISTRIBUTIONS
 from trainables.sparsity.distributions import layer_densities as distribute_density
-from trainables.sparsity.masks import prunable_weights, random_masks, update_mask
+from trainables.sparsity.masks import (
+    PATTERNS,
+    Pattern,
+    csr_bytes,
+    pattern_masks,
+    prunable_weights,
+    update_mask,
+    update_pattern_mask,
+)
 
 # (weight, its gradient or None, generator) -> a score per position, in the weight's shape.
 ScoreFn = Callable[[Tensor, Tensor | None, torch.Generator | None], Tensor]
@@ -46,13 +70,35 @@ def uniform_random(
     return torch.rand(weight.shape, generator=generator, device=device).to(weight.device)
 
 
+def momentum_magnitude(
+    weight: Tensor, grad: Tensor | None, generator: torch.Generator | None
+) -> Tensor:
+    """SNFS's grow score |dense momentum|; `SparseTraining` supplies its momentum buffer."""
+    raise RuntimeError("momentum_magnitude is scored by SparseTraining from its dense momentum")
+
+
+DROP_CRITERIA: dict[str, ScoreFn] = {
+    "magnitude": weight_magnitude,
+    "gradient": gradient_magnitude,
+}
+GROW_CRITERIA: dict[str, ScoreFn] = {
+    "random": uniform_random,
+    "gradient": gradient_magnitude,
+    "momentum": momentum_magnitude,
+}
+UPDATE_UNITS = ("steps", "epochs")
+
+
 @dataclass(frozen=True)
 class SparseMethod:
     name: str
     sparse: bool  # False: dense training (all-True masks, nothing is ever zeroed)
-    drop_score: ScoreFn | None = None  # None: the masks never change
+    drop_score: ScoreFn | None = None  # None: the masks never change by drop/grow
     grow_score: ScoreFn | None = None
-    dense_gradient: bool = False  # grow_score reads the dense gradient (a dense backward's cost)
+    dense_gradient: bool = False  # grow_score reads the dense gradient on update steps
+    dense_gradient_every_step: bool = False  # SNFS: a dense momentum needs it every step
+    kind: str = "mask"  # "mask" (SparseTraining), "swat" or "hypersparse" (their subclasses)
+    doc: str = ""
 
     @property
     def dynamic(self) -> bool:
@@ -60,15 +106,44 @@ class SparseMethod:
 
 
 METHODS: dict[str, SparseMethod] = {
-    "dense": SparseMethod("dense", sparse=False),
-    "static": SparseMethod("static", sparse=True),
-    "set": SparseMethod("set", sparse=True, drop_score=weight_magnitude, grow_score=uniform_random),
+    "dense": SparseMethod("dense", sparse=False, doc="dense training (3 f_D per sample)"),
+    "static": SparseMethod("static", sparse=True, doc="random mask at initialization"),
+    "set": SparseMethod(
+        "set",
+        sparse=True,
+        drop_score=weight_magnitude,
+        grow_score=uniform_random,
+        doc="Mocanu et al. 2018: drop smallest |w|, grow at random",
+    ),
     "rigl": SparseMethod(
         "rigl",
         sparse=True,
         drop_score=weight_magnitude,
         grow_score=gradient_magnitude,
         dense_gradient=True,
+        doc="Evci et al. 2020: drop smallest |w|, grow largest |dense gradient|",
+    ),
+    # The criteria below are the defaults; create_sparse_training sets them from the knobs
+    # drop_criterion and grow_criterion.
+    "prune_regrow": SparseMethod(
+        "prune_regrow",
+        sparse=True,
+        drop_score=weight_magnitude,
+        grow_score=gradient_magnitude,
+        dense_gradient=True,
+        doc="general drop/grow rule: drop_criterion, grow_criterion, rates, interval unit",
+    ),
+    "swat": SparseMethod(
+        "swat",
+        sparse=True,
+        kind="swat",
+        doc="Raihan & Aamodt 2020: top-K weights forward, top-K activations backward",
+    ),
+    "hypersparse": SparseMethod(
+        "hypersparse",
+        sparse=True,
+        kind="hypersparse",
+        doc="Glandorf et al. 2023: ART schedule with HyperSparse (or l1 / l2) regularization",
     ),
 }
 
@@ -76,8 +151,9 @@ METHODS: dict[str, SparseMethod] = {
 class SparseTraining:
     """Masks over a model's prunable weights and the hooks a train loop calls around them.
 
-    Per step: loss.backward(); skip = after_backward(step, optimizer);
-    if not skip: optimizer.step(); after_step().
+    Per step: (loss + loss_penalty()).backward(); flops = step_flops(step);
+    skip = after_backward(step, optimizer); if not skip: optimizer.step(); after_step().
+    After every epoch: extra_flops = on_epoch_end(trainer).
     """
 
     def __init__(
@@ -92,16 +168,35 @@ class SparseTraining:
         total_steps: int,
         skip_weight_update_on_mask_update: bool,
         generator: torch.Generator | None,
+        pattern: Pattern | None = None,
+        set_sign_split: bool = False,
+        regrowth_rate: float = 1.0,
+        target_units: dict[str, int] | None = None,
+        momentum: float = 0.9,
+        positions: dict[str, int] | None = None,
     ) -> None:
         self.method = method
         self.weights = weights
         self.masks = masks
-        self.update_interval = update_interval
+        self.update_interval = update_interval  # in steps (an epochs interval is converted)
         self.update_end = update_end
         self.drop_fraction = drop_fraction
         self.total_steps = total_steps
         self.skip_weight_update_on_mask_update = skip_weight_update_on_mask_update
         self.generator = generator
+        self.pattern = pattern or Pattern()
+        self.set_sign_split = set_sign_split
+        self.regrowth_rate = regrowth_rate
+        self.target_units = target_units or {}
+        self.momentum_beta = momentum
+        # SNFS: the momentum of the dense gradient, updated every step.
+        self.momentum: dict[str, Tensor] = (
+            {name: torch.zeros_like(w) for name, w in weights.items()}
+            if method.dense_gradient_every_step
+            else {}
+        )
+        self.positions = positions  # output positions per layer, for FLOP accounting
+        self._flops_cache: tuple[int, ...] | None = None
 
     # --- schedule -------------------------------------------------------------------------
     def is_update_step(self, step: int) -> bool:
@@ -121,9 +216,53 @@ class SparseTraining:
 
     def dense_gradient_step(self, step: int) -> bool:
         """True where this step needs the dense weight gradient (for FLOP accounting)."""
+        if self.method.dense_gradient_every_step:
+            return True
         return self.method.dense_gradient and self.is_update_step(step)
 
+    # --- FLOPs ----------------------------------------------------------------------------
+    def _require_positions(self) -> dict[str, int]:
+        if self.positions is None:
+            raise RuntimeError(
+                "FLOP accounting needs the layers' output positions: pass input_shape to "
+                "create_sparse_training"
+            )
+        return self.positions
+
+    def dense_layer_flops(self) -> dict[str, int]:
+        """Forward FLOPs per layer of one sample with every weight active."""
+        nnz = {name: w.numel() for name, w in self.weights.items()}
+        return flops_lib.layer_flops(self._require_positions(), nnz)
+
+    def dense_forward_flops(self) -> int:
+        return sum(self.dense_layer_flops().values())
+
+    def sparse_forward_flops(self) -> int:
+        """Forward FLOPs of one sample from the current masks (what inference costs)."""
+        counts = tuple(int(mask.sum()) for mask in self.masks.values())
+        if self._flops_cache is None or self._flops_cache[:-1] != counts:
+            nnz = dict(zip(self.masks, counts, strict=True))
+            flops = sum(flops_lib.layer_flops(self._require_positions(), nnz).values())
+            self._flops_cache = (*counts, flops)
+        return self._flops_cache[-1]
+
+    def step_flops(self, step: int) -> int:
+        """Training FLOPs of this step per sample (call after backward, before after_backward):
+        3 f_S, or 2 f_S + f_D where the step needs the dense gradient (RigL's update steps,
+        every SNFS step)."""
+        return flops_lib.train_step_flops(
+            self.sparse_forward_flops(), self.dense_forward_flops(), self.dense_gradient_step(step)
+        )
+
     # --- train-loop hooks -----------------------------------------------------------------
+    def loss_penalty(self) -> Tensor | None:
+        """A term the loop adds to the loss before backward (None: nothing)."""
+        return None
+
+    def on_epoch_end(self, trainer: Any) -> int:
+        """Called after every training epoch; returns the FLOPs it spent (0 here)."""
+        return 0
+
     @torch.no_grad()
     def after_backward(self, step: int, optimizer: torch.optim.Optimizer) -> bool:
         """Update the masks on an update step, then mask the gradients.
@@ -133,6 +272,10 @@ class SparseTraining:
         """
         if not self.method.sparse:
             return False
+        for name, buffer in self.momentum.items():
+            grad = self.weights[name].grad
+            if grad is not None:
+                buffer.mul_(self.momentum_beta).add_(grad)
         update = self.is_update_step(step)
         if update:
             self._update_masks(step, optimizer)
@@ -149,24 +292,65 @@ class SparseTraining:
         for name, weight in self.weights.items():
             weight.mul_(self.masks[name])
 
+    def _score(self, fn: ScoreFn, name: str, weight: Tensor) -> Tensor:
+        if fn is momentum_magnitude:
+            return self.momentum[name].abs()
+        return fn(weight, weight.grad, self.generator)
+
     def _update_masks(self, step: int, optimizer: torch.optim.Optimizer) -> None:
         assert self.method.drop_score is not None and self.method.grow_score is not None
         fraction = self.drop_fraction_at(step)
         for name, weight in self.weights.items():
             mask = self.masks[name]
-            n_active = int(mask.sum())
-            n_update = round(fraction * n_active)
-            if n_update == 0 or n_active == mask.numel():  # a dense layer has nowhere to grow
-                continue
-            drop_score = self.method.drop_score(weight, weight.grad, self.generator)
-            grow_score = self.method.grow_score(weight, weight.grad, self.generator)
-            new_mask = update_mask(mask, drop_score, grow_score, n_update)
+            shape = tuple(mask.shape)
+            shrinking = self.target_units.get(name, math.inf) < self.pattern.n_units(shape)
+            if (mask.all() and not shrinking) or not self.pattern.supports(shape):
+                continue  # a dense layer has nowhere to grow
+            if self.set_sign_split:
+                new_mask = self._sign_split_update(name, weight, mask, fraction)
+                if new_mask is None:
+                    continue
+            else:
+                units = self.pattern.unit_mask(mask)
+                n_update = round(fraction * int(units.sum()))
+                if n_update == 0:
+                    continue
+                drop_score = self._score(self.method.drop_score, name, weight)
+                grow_score = self._score(self.method.grow_score, name, weight)
+                n_grow_delta = 0
+                if self.regrowth_rate < 1.0:  # prune_regrow shrinking towards its target
+                    n_active = int(units.sum())
+                    n_grow = round(self.regrowth_rate * n_update)
+                    n_grow = max(n_grow, self.target_units[name] - (n_active - n_update))
+                    n_grow_delta = min(0, n_grow - n_update)
+                new_mask = update_pattern_mask(
+                    mask, drop_score, grow_score, fraction, self.pattern, n_grow_delta
+                )
             changed = new_mask ^ mask
             # Dropped weights are pruned; grown ones start at exactly 0 (rigl). Positions that
             # were dropped and regrown in the same update keep their value, as in rigl.
             weight.masked_fill_(changed, 0.0)
             _reset_optimizer_state(optimizer, weight, changed)
             mask.copy_(new_mask)  # in place: references to the mask stay valid
+
+    def _sign_split_update(
+        self, name: str, weight: Tensor, mask: Tensor, fraction: float
+    ) -> Tensor | None:
+        """SET as in the paper: drop `fraction` of the positive weights (the smallest) and of
+        the negative weights (the largest, i.e. closest to zero) separately, then grow as many
+        by the grow score."""
+        positive, negative = weight > 0, weight < 0
+        n_positive = round(fraction * int((mask & positive).sum()))
+        n_negative = round(fraction * int((mask & negative).sum()))
+        if n_positive + n_negative == 0:
+            return None
+        grow_score = self._score(self.method.grow_score, name, weight)
+        magnitude = weight.detach().abs()
+        new = update_mask(mask, magnitude, grow_score, n_positive, n_grow=0,
+                          drop_candidates=positive)  # fmt: skip
+        new = update_mask(new, magnitude, grow_score, n_negative, n_grow=0,
+                          drop_candidates=negative)  # fmt: skip
+        return update_mask(new, magnitude, grow_score, 0, n_grow=n_positive + n_negative)
 
     # --- counts ---------------------------------------------------------------------------
     def nonzero_params(self) -> int:
@@ -181,6 +365,17 @@ class SparseTraining:
     def layer_densities(self) -> dict[str, float]:
         return {name: int(mask.sum()) / mask.numel() for name, mask in self.masks.items()}
 
+    def model_bytes(self) -> dict[str, int]:
+        """Bytes of the prunable weights stored dense (numel x element size) and as CSR of
+        their C_out x (C_in*kh*kw) matrices (values at the weight's element size, int32
+        column indices and row pointers)."""
+        dense = sum(w.numel() * w.element_size() for w in self.weights.values())
+        csr = sum(
+            csr_bytes(self.masks[name], value_bytes=w.element_size())
+            for name, w in self.weights.items()
+        )
+        return {"model_bytes_dense": dense, "model_bytes_csr": csr}
+
     # --- checkpointing --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -188,6 +383,7 @@ class SparseTraining:
             "masks": {name: mask.clone() for name, mask in self.masks.items()},
             # SET grows at random: its generator must resume where it was.
             "generator_state": self.generator.get_state() if self.generator is not None else None,
+            "momentum": {name: m.clone() for name, m in self.momentum.items()},
         }
 
     @torch.no_grad()
@@ -206,6 +402,8 @@ class SparseTraining:
                     f"expected {tuple(mask.shape)}"
                 )
             mask.copy_(masks[name])
+        for name, buffer in state.get("momentum", {}).items():
+            self.momentum[name].copy_(buffer)
         if state.get("generator_state") is not None:
             if self.generator is None:
                 self.generator = torch.Generator()
@@ -224,6 +422,22 @@ def _reset_optimizer_state(
             value.masked_fill_(changed, 0)
 
 
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed: one of {', '.join(allowed)}")
+
+
+def _check_fraction(name: str, value: Any, *, open_high: bool = False) -> None:
+    high = ")" if open_high else "]"
+    ok = (
+        isinstance(value, numbers.Real)
+        and value >= 0.0
+        and (value < 1.0 if open_high else value <= 1.0)
+    )
+    if not ok:
+        raise ValueError(f"{name}={value!r} is out of range: allowed [0, 1{high}")
+
+
 def create_sparse_training(
     model: nn.Module,
     *,
@@ -236,15 +450,37 @@ def create_sparse_training(
     total_steps: int,
     skip_weight_update_on_mask_update: bool = True,
     generator: torch.Generator | None = None,
+    pattern: str = "unstructured",
+    block_size: int = 4,
+    nm_n: int = 2,
+    nm_m: int = 4,
+    dense_first_last: bool = False,
+    update_unit: str = "steps",
+    steps_per_epoch: int | None = None,
+    set_sign_split: bool = False,
+    drop_criterion: str = "magnitude",
+    grow_criterion: str = "gradient",
+    regrowth_rate: float = 1.0,
+    initial_sparsity: float = 0.5,
+    momentum: float = 0.9,
+    topk_period: int = 1,
+    warmup_epochs: int = 1,
+    lambda_init: float = 1e-4,
+    eta: float = 2.0,
+    regularizer: str = "hypersparse",
+    input_shape: tuple[int, ...] | None = None,
 ) -> SparseTraining:
     """Build the masks for `model` and apply them to its weights at once.
 
     sparsity is the fraction of prunable weights that are zero, spread over layers by
-    `distribution`; it is ignored by `dense`. sparsity 0 with a sparse method is allowed.
+    `distribution` (`dense_first_last` keeps the first and last prunable layer dense, out of
+    the budget); it is ignored by `dense`. sparsity 0 with a sparse method is allowed. With
+    pattern `n:m` every sparse layer is nm_n/nm_m dense, so sparsity must be 1 - nm_n/nm_m.
+    `input_shape` (one sample) enables FLOP accounting (`step_flops`, `sparse_forward_flops`).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}")
-    if not 0.0 <= sparsity < 1.0:
+    if not isinstance(sparsity, numbers.Real) or not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
@@ -257,27 +493,137 @@ def create_sparse_training(
         raise ValueError(f"drop_fraction must be in [0, 1], got {drop_fraction}")
     if not isinstance(total_steps, numbers.Integral) or total_steps < 1:
         raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}")
+    _check_choice("pattern", pattern, PATTERNS)
+    _check_choice("update_unit", update_unit, UPDATE_UNITS)
+    _check_choice("drop_criterion", drop_criterion, tuple(DROP_CRITERIA))
+    _check_choice("grow_criterion", grow_criterion, tuple(GROW_CRITERIA))
+    _check_choice("regularizer", regularizer, REGULARIZERS)
+    _check_fraction("regrowth_rate", regrowth_rate)
+    _check_fraction("initial_sparsity", initial_sparsity, open_high=True)
+    _check_fraction("momentum", momentum, open_high=True)
+    if not isinstance(topk_period, numbers.Integral) or topk_period < 1:
+        raise ValueError(f"topk_period must be an int >= 1, got {topk_period!r}")
+    if not isinstance(warmup_epochs, numbers.Integral) or warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
+    if not lambda_init > 0:
+        raise ValueError(f"lambda_init must be > 0, got {lambda_init!r}")
+    if not eta >= 1.0:
+        raise ValueError(f"eta must be >= 1 (the regularization only grows), got {eta!r}")
+    if update_unit == "epochs":
+        if not isinstance(steps_per_epoch, numbers.Integral) or steps_per_epoch < 1:
+            raise ValueError(
+                f"update_unit='epochs' needs steps_per_epoch (an int >= 1), got {steps_per_epoch!r}"
+            )
+        update_interval = int(update_interval) * int(steps_per_epoch)
+    shape_pattern = Pattern(pattern, int(block_size), int(nm_n), int(nm_m))
+    if set_sign_split and (method != "set" or pattern != "unstructured"):
+        raise ValueError(
+            f"set_sign_split=True is for method set with pattern unstructured, "
+            f"got method={method!r}, pattern={pattern!r}"
+        )
+    if regrowth_rate < 1.0 and method != "prune_regrow":
+        raise ValueError(
+            f"regrowth_rate={regrowth_rate} < 1 is for method prune_regrow, got method={method!r}"
+        )
+    if regrowth_rate < 1.0 and pattern == "n:m":
+        raise ValueError(f"regrowth_rate={regrowth_rate} < 1 cannot keep an n:m pattern")
 
     definition = METHODS[method]
+    if method == "prune_regrow":
+        definition = replace(
+            definition,
+            drop_score=DROP_CRITERIA[drop_criterion],
+            grow_score=GROW_CRITERIA[grow_criterion],
+            dense_gradient=grow_criterion in ("gradient", "momentum"),
+            dense_gradient_every_step=grow_criterion == "momentum",
+        )
     weights = prunable_weights(model)
     if not weights:
         raise ValueError("model has no nn.Linear or nn.Conv2d weights to sparsify")
-    if definition.sparse:
-        shapes = {name: tuple(weight.shape) for name, weight in weights.items()}
-        densities = distribute_density(shapes, 1.0 - sparsity, distribution)
-        masks = random_masks(weights, densities, generator)
+    shapes = {name: tuple(weight.shape) for name, weight in weights.items()}
+    names = list(weights)
+    dense_layers = tuple(dict.fromkeys([names[0], names[-1]])) if dense_first_last else ()
+    if definition.sparse and pattern == "n:m":
+        if not math.isclose(sparsity, 1 - nm_n / nm_m, abs_tol=1e-9):
+            raise ValueError(
+                f"sparsity={sparsity} with pattern n:m ({nm_n}:{nm_m}): an n:m mask is "
+                f"nm_n/nm_m dense, so set sparsity={1 - nm_n / nm_m:g}"
+            )
+        densities = {
+            name: 1.0 if name in dense_layers or not shape_pattern.supports(shape) else nm_n / nm_m
+            for name, shape in shapes.items()
+        }
     else:
-        masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
-    training = SparseTraining(
-        definition,
-        weights,
-        masks,
+        densities = distribute_density(shapes, 1.0 - sparsity, distribution, dense_layers)
+    positions = flops_lib.output_positions(model, input_shape) if input_shape is not None else None
+    common = dict(
         update_interval=int(update_interval),
         update_end=float(update_end),
         drop_fraction=float(drop_fraction),
         total_steps=int(total_steps),
         skip_weight_update_on_mask_update=skip_weight_update_on_mask_update,
         generator=generator,
+        pattern=shape_pattern,
+        positions=positions,
     )
+    if definition.kind == "swat":
+        from trainables.sparsity.swat import SwatTraining
+
+        training: SparseTraining = SwatTraining(
+            definition,
+            model,
+            weights,
+            densities,
+            topk_period=int(topk_period),
+            activation_density=1.0 - sparsity,
+            **common,
+        )
+    elif definition.kind == "hypersparse":
+        from trainables.sparsity.hypersparse import HyperSparseTraining
+
+        steps_per = steps_per_epoch or total_steps
+        training = HyperSparseTraining(
+            definition,
+            weights,
+            target_density=1.0 - sparsity,
+            dense_layers=dense_layers,
+            warmup_epochs=int(warmup_epochs),
+            lambda_init=float(lambda_init),
+            eta=float(eta),
+            regularizer=regularizer,
+            total_epochs=max(1, round(total_steps / steps_per)),
+            **common,
+        )
+    else:
+        target_units = None
+        if definition.sparse:
+            if regrowth_rate < 1.0:
+                target_units = {
+                    name: max(1, round(densities[name] * shape_pattern.n_units(shapes[name])))
+                    for name in shapes
+                }
+                start = 1.0 - initial_sparsity
+                if initial_sparsity > sparsity:
+                    raise ValueError(
+                        f"initial_sparsity={initial_sparsity} must be <= sparsity={sparsity} "
+                        "(prune_regrow shrinks towards its target)"
+                    )
+                densities = distribute_density(shapes, start, distribution, dense_layers)
+            masks = pattern_masks(weights, densities, shape_pattern, generator)
+        else:
+            masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
+        training = SparseTraining(
+            definition,
+            weights,
+            masks,
+            set_sign_split=set_sign_split,
+            regrowth_rate=float(regrowth_rate),
+            target_units=target_units,
+            momentum=float(momentum),
+            **common,
+        )
     training.after_step()
     return training
+
+
+REGULARIZERS = ("hypersparse", "l1", "l2")
