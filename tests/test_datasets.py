@@ -25,6 +25,7 @@ from trainables.datasets import (
     DatasetUnavailable,
     load_dataset,
     standardize,
+    stratified_split,
 )
 from trainables.datasets.base import augment_batch, batch_translate
 
@@ -266,18 +267,33 @@ def test_openml_wrong_version_refused(tmp_path):
         load_dataset("electricity", str(tmp_path), download=False)
 
 
-def test_tabular_standardized_with_train_statistics_only(tmp_path):
-    rows, columns = electricity_rows(np.random.default_rng(4))
-    write_openml_cache(tmp_path, "electricity", rows, columns)
-    data = load_dataset("electricity", str(tmp_path), download=False)
-    xn = data.normalize(data.x_train)
+def test_tabular_standardized_with_train_statistics_only(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from trainables.datasets import openml
+
+    rng = np.random.default_rng(4)
+    y = np.arange(300) % 3
+    frame = pd.DataFrame(rng.normal(size=(300, 4)) + 5, columns=list("abcd"))
+    frame["target"] = y
+    _, _, test = stratified_split(y, 0.2, 0.2, 0)
+    poisoned = frame.copy()
+    poisoned.loc[test, list("abcd")] *= 1000  # only test rows change
+    loaded = []
+    for f in (frame, poisoned):
+        monkeypatch.setattr(openml, "fetch", lambda *args, f=f: f)
+        loaded.append(load_dataset("higgs", str(tmp_path), download=False))
+    clean, dirty = loaded
+    assert torch.equal(clean.x_train, dirty.x_train) and torch.equal(clean.x_val, dirty.x_val)
+    assert not torch.allclose(clean.x_test, dirty.x_test)
+    xn = clean.normalize(clean.x_train)
     assert torch.allclose(xn.mean(0), torch.zeros(4), atol=1e-5)
     assert torch.allclose(xn.std(0), torch.ones(4), atol=1e-4)
-    everything = torch.cat([data.x_train, data.x_val, data.x_test])
-    assert not torch.allclose(data.mean, everything.mean(0, keepdim=True))
-    # val/test do not move the statistics: poison them, same normalization
-    poisoned = type(data)(**{**vars(data), "x_test": data.x_test * 1000, "mean": None, "std": None})
-    assert torch.equal(poisoned.mean, data.mean) and torch.equal(poisoned.std, data.std)
+    # a re-split standardizes with its own train split only
+    part = clean.configured(make_config({"folds": 3, "fold": 1}))
+    xn = part.normalize(part.x_train)
+    assert torch.allclose(xn.mean(0), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(xn.std(0), torch.ones(4), atol=1e-4)
 
 
 def test_image_statistics_per_channel_from_train(tmp_path):
@@ -290,8 +306,12 @@ def test_image_statistics_per_channel_from_train(tmp_path):
 
 
 def test_digits_unchanged_against_standardize():
+    from sklearn.datasets import load_digits
+
     data = load_dataset("digits")
-    x_train, x_val, x_test = standardize(data.x_train, data.x_val, data.x_test)
+    x = torch.tensor(load_digits().data, dtype=torch.float32)
+    train, val, test = stratified_split(load_digits().target, 0.2, 0.2, 0)
+    x_train, x_val, x_test = standardize(x[train], x[val], x[test])
     assert torch.equal(data.normalize(data.x_train), x_train)
     assert torch.equal(data.normalize(data.x_test), x_test)
     g = torch.Generator().manual_seed(0)

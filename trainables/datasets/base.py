@@ -1,6 +1,6 @@
 """`DeviceDataset`: the splits of one dataset as tensors on one device (airbench style).
 
-Stored compactly (images as uint8 NCHW, tabular features as float32, both un-normalized), so
+Stored compactly (images as uint8 NCHW, tabular features as float32 standardized), so
 the object Ray puts in its object store and every trial unpickles is small. On the device,
 batches are drawn by a permutation, gathered, augmented in batch (random flip, random
 translate) and normalized with statistics of the training split only: nothing is ever
@@ -30,10 +30,11 @@ class DatasetUnavailable(ConfigError):
 class DeviceDataset:
     """Train/val/test splits of one dataset on one device.
 
-    `x_*` hold the stored form: uint8 images (N, C, H, W) or float32 features (N, F), not
-    normalized; `normalize(x)` maps a batch of them to float32 model inputs with the training
-    split's statistics (`mean`, `std`). Labels are int64. `train_batches` yields normalized,
-    augmented training batches; `eval_batches` normalized batches of another split.
+    `x_*` hold the stored form: uint8 images (N, C, H, W), or float32 features (N, F) already
+    standardized with the training split's statistics; `normalize(x)` maps a batch of them to
+    float32 model inputs with the training split's statistics (`mean`, `std`; for stored
+    standardized features 0 and 1, the identity). Labels are int64. `train_batches` yields
+    normalized, augmented training batches; `eval_batches` normalized batches of a split.
     """
 
     name: str
@@ -227,6 +228,36 @@ def standardize(x_train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tens
     mean = x_train.mean(dim=0, keepdim=True)
     std = x_train.std(dim=0, keepdim=True).clamp_min(1e-6)
     return [(t - mean) / std for t in (x_train, *others)]
+
+
+def tabular(
+    name: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray],
+    num_classes: int,
+    split: dict[str, Any],
+) -> DeviceDataset:
+    """A tabular dataset from train/val/test indices: features standardized once with the
+    training split's statistics (stored that way, so `normalize` is the identity: mean 0,
+    std 1). A re-split recomputes the statistics on its own train split; standardization is
+    affine, so the result is the raw features standardized by the new train split alone."""
+    train, val, test = splits
+    x_train, x_val, x_test = standardize(x[train], x[val], x[test])
+    features = x.shape[1:]
+    return DeviceDataset(
+        name=name,
+        x_train=x_train,
+        y_train=y[train],
+        x_val=x_val,
+        y_val=y[val],
+        x_test=x_test,
+        y_test=y[test],
+        num_classes=num_classes,
+        mean=torch.zeros(1, *features),
+        std=torch.ones(1, *features),
+        split=split,
+    )
 
 
 def from_pool(

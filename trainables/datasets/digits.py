@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import load_digits as sklearn_digits
 
-from trainables.datasets.base import DeviceDataset, stratified_split
+from trainables.datasets.base import DeviceDataset, stratified_split, tabular
 
 TEST_FRACTION = 0.2  # of all samples (digits has no official test split)
 VAL_FRACTION = 0.2  # of the remaining training samples
@@ -19,14 +19,5 @@ def load_digits(
     x = torch.tensor(bunch.data, dtype=torch.float32)  # 64 pixel intensities 0..16
     y = torch.tensor(bunch.target, dtype=torch.int64)
     train, val, test = stratified_split(bunch.target, TEST_FRACTION, VAL_FRACTION, split_seed)
-    return DeviceDataset(
-        name="digits",
-        x_train=x[train],
-        y_train=y[train],
-        x_val=x[val],
-        y_val=y[val],
-        x_test=x[test],
-        y_test=y[test],
-        num_classes=10,
-        split={"seed": split_seed, "folds": 1, "fold": 0, "val_fraction": VAL_FRACTION},
-    )
+    split = {"seed": split_seed, "folds": 1, "fold": 0, "val_fraction": VAL_FRACTION}
+    return tabular("digits", x, y, (train, val, test), 10, split)

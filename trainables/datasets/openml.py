@@ -23,7 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trainables.datasets.base import DatasetUnavailable, DeviceDataset, stratified_split
+from trainables.datasets.base import (
+    DatasetUnavailable,
+    DeviceDataset,
+    stratified_split,
+    tabular,
+)
 
 TEST_FRACTION = 0.2  # of all samples
 VAL_FRACTION = 0.2  # of the remaining training samples
@@ -123,18 +128,9 @@ def to_arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:
 def load_openml(name: str, data_dir: str, split_seed: int, download: bool) -> DeviceDataset:
     x, y, num_classes = to_arrays(fetch(name, data_dir, download))
     train, val, test = stratified_split(y, TEST_FRACTION, VAL_FRACTION, split_seed)
+    split = {"seed": split_seed, "folds": 1, "fold": 0, "val_fraction": VAL_FRACTION}
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    return DeviceDataset(
-        name=name,
-        x_train=xt[train],
-        y_train=yt[train],
-        x_val=xt[val],
-        y_val=yt[val],
-        x_test=xt[test],
-        y_test=yt[test],
-        num_classes=num_classes,
-        split={"seed": split_seed, "folds": 1, "fold": 0, "val_fraction": VAL_FRACTION},
-    )
+    return tabular(name, xt, yt, (train, val, test), num_classes, split)
 
 
 def load_higgs(data_dir: str = "data", split_seed: int = 0, download: bool = True):

@@ -228,24 +228,25 @@ def update_pattern_mask(
     mask: Tensor,
     drop_score: Tensor,
     grow_score: Tensor,
-    fraction: float,
     pattern: Pattern,
-    n_grow_delta: int = 0,
+    n_update: int,
+    n_grow: int | None = None,
 ) -> Tensor:
-    """The shared drop/grow update on a pattern's units.
+    """The shared drop/grow update on a pattern's units (`n_update`, `n_grow` count units:
+    positions, or blocks).
 
-    unstructured / block: drop round(fraction x active units) with the lowest (block-norm)
-    drop score and grow as many plus `n_grow_delta` (<= 0; prune_regrow's shrinking) inactive
-    units with the highest grow score, via `update_mask`. n:m: in the round(fraction x active)
-    groups (at most all) whose weakest active position has the lowest drop score, that position
-    is swapped for the group's strongest inactive one by grow score, so every group keeps
-    exactly n of m.
+    unstructured / block: drop the `n_update` active units with the lowest (block-norm) drop
+    score and grow `n_grow` (default `n_update`; fewer: prune_regrow shrinking) inactive units
+    with the highest grow score, via `update_mask`. n:m: in the `n_update` groups (at most all)
+    whose weakest active position has the lowest drop score, that position is swapped for the
+    group's strongest inactive one by grow score, so every group keeps exactly n of m.
     """
     shape = tuple(mask.shape)
     if pattern.kind == "n:m":
+        if n_grow is not None and n_grow != n_update:
+            raise ValueError("an n:m pattern keeps its count: n_grow must equal n_update")
         units = pattern.unit_mask(mask).clone()
-        groups = units.shape[0]
-        n_swaps = min(groups, round(fraction * int(units.sum())))
+        n_swaps = min(units.shape[0], n_update)
         if n_swaps == 0:
             return mask.clone()
         drop = pattern.unit_scores(drop_score).float()
@@ -253,19 +254,17 @@ def update_pattern_mask(
         weakest = torch.where(units, drop, torch.inf).min(dim=1)
         chosen = weakest.values.topk(n_swaps, largest=False).indices
         rows = units[chosen]
-        rows[torch.arange(n_swaps, device=rows.device), weakest.indices[chosen]] = False
-        strongest = torch.where(rows, -torch.inf, grow[chosen]).argmax(dim=1)
-        rows[torch.arange(n_swaps, device=rows.device), strongest] = True
+        index = torch.arange(n_swaps, device=rows.device)
+        rows[index, weakest.indices[chosen]] = False
+        rows[index, torch.where(rows, -torch.inf, grow[chosen]).argmax(dim=1)] = True
         units[chosen] = rows
         return pattern.expand(units, shape)
-    units = pattern.unit_mask(mask)
-    n_update = round(fraction * int(units.sum()))
     new = update_mask(
-        units,
+        pattern.unit_mask(mask),
         pattern.unit_scores(drop_score),
         pattern.unit_scores(grow_score),
         n_update,
-        n_grow=n_update + n_grow_delta,
+        n_grow=n_grow,
     )
     return pattern.expand(new, shape)
 

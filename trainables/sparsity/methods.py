@@ -214,6 +214,11 @@ class SparseTraining:
             return 0.0
         return self.drop_fraction / 2 * (1 + math.cos(math.pi * step / end))
 
+    def _last_update_step(self, step: int) -> bool:
+        return self.is_update_step(step) and not step + self.update_interval < (
+            self.update_end * self.total_steps
+        )
+
     def dense_gradient_step(self, step: int) -> bool:
         """True where this step needs the dense weight gradient (for FLOP accounting)."""
         if self.method.dense_gradient_every_step:
@@ -312,19 +317,21 @@ class SparseTraining:
                     continue
             else:
                 units = self.pattern.unit_mask(mask)
-                n_update = round(fraction * int(units.sum()))
+                n_active = int(units.sum())
+                n_update = round(fraction * n_active)
+                n_grow = n_update
+                if self.regrowth_rate < 1.0:  # prune_regrow shrinking towards its target
+                    target = self.target_units[name]
+                    if self._last_update_step(step):  # the target is met by update_end
+                        n_update = max(n_update, n_active - target)
+                    n_grow = round(self.regrowth_rate * n_update)
+                    n_grow = min(n_update, max(n_grow, target - (n_active - n_update)))
                 if n_update == 0:
                     continue
                 drop_score = self._score(self.method.drop_score, name, weight)
                 grow_score = self._score(self.method.grow_score, name, weight)
-                n_grow_delta = 0
-                if self.regrowth_rate < 1.0:  # prune_regrow shrinking towards its target
-                    n_active = int(units.sum())
-                    n_grow = round(self.regrowth_rate * n_update)
-                    n_grow = max(n_grow, self.target_units[name] - (n_active - n_update))
-                    n_grow_delta = min(0, n_grow - n_update)
                 new_mask = update_pattern_mask(
-                    mask, drop_score, grow_score, fraction, self.pattern, n_grow_delta
+                    mask, drop_score, grow_score, self.pattern, n_update, n_grow
                 )
             changed = new_mask ^ mask
             # Dropped weights are pruned; grown ones start at exactly 0 (rigl). Positions that
