@@ -154,6 +154,7 @@ def parse_parameter(name: str, body: dict[str, Any], where: str) -> Parameter:
 class SearchSpace:
     name: str
     parameters: dict[str, Parameter]
+    trainable: str | None = None  # set for a custom trainable's space: its own hyperparameters
 
     def to_tune(self, exclude: tuple[str, ...] | set[str] = ()) -> dict[str, Any]:
         """Ray Tune domains for every parameter not in `exclude` (the study's fixed ones)."""
@@ -223,5 +224,11 @@ def load_space(name_or_path: str) -> SearchSpace:
     params = body.get("parameters") if isinstance(body, dict) else None
     if not isinstance(params, dict) or not params:
         raise SpaceError(f"{path}: expected a top-level 'parameters:' mapping")
+    unknown = set(body) - {"parameters", "trainable"}
+    if unknown:
+        raise SpaceError(
+            f"{path}: unknown top-level keys {sorted(unknown)}; allowed: parameters, trainable"
+        )
     where = f"search space {path.stem!r}: "
-    return SearchSpace(path.stem, {n: parse_parameter(n, b, where) for n, b in params.items()})
+    parameters = {n: parse_parameter(n, b, where) for n, b in params.items()}
+    return SearchSpace(path.stem, parameters, body.get("trainable"))

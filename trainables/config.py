@@ -157,7 +157,7 @@ FIELDS: dict[str, Field] = {
     "initial_sparsity": Field(
         0.5,
         float,
-        "prune_regrow with regrowth_rate < 1: sparsity at initialization (<= sparsity)",
+        "prune_regrow with regrowth_rate < 1: sparsity at init (at most sparsity)",
         low=0.0,
         high=1.0,
         high_open=True,

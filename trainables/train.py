@@ -177,8 +177,8 @@ class Trainer:
         if len(y) == 0:  # no validation split when training on train+val
             return math.nan, math.nan
         self.model.eval()
-        # x is a stored split (uint8 images or raw features): normalized batch by batch on the
-        # device, so CIFAR-sized test sets and ResNets fit in memory.
+        # x is a stored split (uint8 images or standardized features), normalized batch by
+        # batch on the device, so CIFAR-sized test sets and ResNets fit in memory.
         pred = torch.cat([self.model(xb).argmax(dim=1) for xb in self.data.eval_batches(x)])
         accuracy = (pred == y).sum().item() / len(y)  # exact, not float32
         return accuracy, f1_macro(pred, y, self.data.num_classes)

@@ -304,7 +304,13 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
         for i, value in enumerate(spec.sparsities):
             spec.sparsities[i] = check_value("sparsity", value, f"sparsities[{i}]: ")
         if searching:
-            spec.load_space().check(check_value)
+            space = spec.load_space()
+            if space.trainable is not None:
+                raise SpecError(
+                    f"space={spec.space!r} is the search space of the custom trainable "
+                    f"{space.trainable}; set trainable: {space.trainable} or use another space"
+                )
+            space.check(check_value)
     except (ConfigError, SpaceError) as err:
         raise SpecError(str(err)) from None
     return spec

@@ -109,13 +109,18 @@ def default_max_concurrent(spec: StudySpec) -> int:
     return max(1, min(slots, limit))
 
 
-def prepare_study_dir(spec: StudySpec, overwrite: bool) -> Path:
-    study_dir = spec.study_dir.resolve()
-    if (study_dir / TRIALS).exists() and not overwrite:
+def check_study_dir(spec: StudySpec, overwrite: bool) -> None:
+    if (spec.study_dir / TRIALS).exists() and not overwrite:
         raise StudyExistsError(
-            f"{spec.study_dir} already holds a study. Pass --overwrite to replace it, or "
-            f"--set name=<new name> to keep both."
+            f"{spec.study_dir} already holds a study. Pass --overwrite to replace it, "
+            f"--set name=<new name> to keep both, or `run_study.py resume {spec.name}` to "
+            "continue it."
         )
+
+
+def prepare_study_dir(spec: StudySpec, overwrite: bool) -> Path:
+    check_study_dir(spec, overwrite)
+    study_dir = spec.study_dir.resolve()
     if overwrite and study_dir.exists():
         shutil.rmtree(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -225,17 +230,19 @@ def run_study(
     # A report missing an objective must fail that trial, not abort the whole fit().
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
-    study_dir = spec.study_dir.resolve() if resume else prepare_study_dir(spec, overwrite)
+    if not resume:
+        check_study_dir(spec, overwrite)
     searches = plan_searches(spec)  # reads the `from` studies: fails before Ray starts
-    metadata = provenance(spec)
-    objectives = list(spec.objectives)
-
-    # Loaded once by the driver, before Ray starts (a missing dataset stops the study here,
-    # with one message), then shared with every trial through the object store.
+    # Loaded once by the driver, before anything is written or Ray starts (a missing dataset
+    # stops the study here, with one message), then shared with every trial through the
+    # object store.
     data = None
     if spec.builtin:
         dataset, data_dir = shared_dataset(spec, searches)
         data = load_dataset(dataset, data_dir) if dataset else None
+    study_dir = spec.study_dir.resolve() if resume else prepare_study_dir(spec, overwrite)
+    metadata = provenance(spec)
+    objectives = list(spec.objectives)
     dashboard_url = init_ray(address, dashboard)
     if dashboard_url:
         print(f"Ray dashboard: {dashboard_url}", flush=True)

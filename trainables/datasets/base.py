@@ -79,7 +79,9 @@ class DeviceDataset:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Stored samples (uint8 or float) to float32 model inputs, with training statistics."""
-        return (x.float() - self.mean) / self.std
+        if x.dtype == torch.uint8:  # a fresh float copy: normalize it in place
+            return x.float().sub_(self.mean).div_(self.std)
+        return (x - self.mean) / self.std
 
     def train_batches(self, batch_size: int, generator: torch.Generator):
         """One epoch of shuffled, augmented, normalized batches; the permutation comes from
@@ -89,10 +91,10 @@ class DeviceDataset:
         order = torch.randperm(n, device="cpu", generator=generator).to(self.device)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            x = self.x_train[idx]
+            x = self.x_train.index_select(0, idx)
             if self.augment != "none":
                 x = augment_batch(x, self.augment, generator)
-            yield self.normalize(x), self.y_train[idx]
+            yield self.normalize(x), self.y_train.index_select(0, idx)
 
     def eval_batches(self, x: torch.Tensor, batch_size: int = 1024):
         """Normalized batches of `x` (a stored split such as `x_val`), in order."""
@@ -184,20 +186,15 @@ def augment_batch(x: torch.Tensor, augment: str, generator: torch.Generator) -> 
 
 def batch_translate(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
     """Shift every image by its own random (dy, dx) in [-pad, pad], zero-filled: the same as
-    torchvision's RandomCrop(size, padding=pad), done as 2 * (2 pad + 1) masked copies (airbench's
-    batch_crop) instead of one Python call per image."""
-    n, _, h, w = x.shape
+    torchvision's RandomCrop(size, padding=pad), done for the whole batch as one gather from
+    the zero-padded batch instead of one Python call per image."""
+    n, c, h, w = x.shape
     shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).to(x.device)
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    rows = torch.empty((*x.shape[:3], w + 2 * pad), dtype=x.dtype, device=x.device)
-    for s in range(2 * pad + 1):
-        sel = shifts[:, 0] == s
-        rows[sel] = padded[sel, :, s : s + h, :]
-    out = torch.empty_like(x)
-    for s in range(2 * pad + 1):
-        sel = shifts[:, 1] == s
-        out[sel] = rows[sel, :, :, s : s + w]
-    return out
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)).flatten(2)  # (n, c, H' * W')
+    rows = torch.arange(h, device=x.device).view(1, h, 1) + shifts[:, 0].view(n, 1, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w) + shifts[:, 1].view(n, 1, 1)
+    index = (rows * (w + 2 * pad) + cols).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.gather(2, index).view(n, c, h, w)
 
 
 def carve_validation(

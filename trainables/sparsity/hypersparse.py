@@ -153,24 +153,22 @@ class HyperSparseTraining(SparseTraining):
         return masks
 
     @torch.no_grad()
-    def pruned_accuracy(self, model: nn.Module, x: Tensor, y: Tensor, masks) -> float:
-        """Training accuracy of the pruned copy (eval mode; the weights are restored)."""
+    def pruned_accuracy(self, model: nn.Module, batches, y: Tensor, masks) -> float:
+        """Training accuracy of the pruned copy over `batches` (model-ready inputs, in the order
+        of `y`), in eval mode; the weights and modes are restored."""
         saved = {name: w.detach().clone() for name, w in self.weights.items()}
         modes = {module: module.training for module in model.modules()}
         try:
             for name, weight in self.weights.items():
                 weight.mul_(masks[name])
             model.eval()
-            correct = 0
-            for start in range(0, len(y), 4096):
-                pred = model(x[start : start + 4096]).argmax(dim=1)
-                correct += int((pred == y[start : start + 4096]).sum())
+            pred = torch.cat([model(xb).argmax(dim=1) for xb in batches])
         finally:
             for name, weight in self.weights.items():
                 weight.copy_(saved[name])
             for module, training in modes.items():
                 module.train(training)
-        return correct / len(y)
+        return int((pred == y).sum()) / len(y)
 
     @torch.no_grad()
     def prune(self, masks: dict[str, Tensor], optimizer: torch.optim.Optimizer) -> None:
@@ -195,8 +193,11 @@ class HyperSparseTraining(SparseTraining):
         passed = False
         if was_regularized:
             masks = self.pruned_masks()
-            x, y = trainer.data.x_train, trainer.data.y_train
-            accuracy = self.pruned_accuracy(trainer.model, x, y, masks)
+            data = trainer.data
+            x, y = data.x_train, data.y_train
+            # stored splits are normalized batch by batch (eval_batches) where the data has it
+            batches = data.eval_batches(x) if hasattr(data, "eval_batches") else x.split(4096)
+            accuracy = self.pruned_accuracy(trainer.model, batches, y, masks)
             nnz = {name: int(mask.sum()) for name, mask in masks.items()}
             from trainables.flops import layer_flops
 

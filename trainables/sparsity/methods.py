@@ -322,10 +322,11 @@ class SparseTraining:
                 n_grow = n_update
                 if self.regrowth_rate < 1.0:  # prune_regrow shrinking towards its target
                     target = self.target_units[name]
-                    if self._last_update_step(step):  # the target is met by update_end
-                        n_update = max(n_update, n_active - target)
                     n_grow = round(self.regrowth_rate * n_update)
                     n_grow = min(n_update, max(n_grow, target - (n_active - n_update)))
+                    if self._last_update_step(step):  # the target is met by update_end
+                        n_update = max(n_update, n_active - target)
+                        n_grow = target - (n_active - n_update)
                 if n_update == 0:
                     continue
                 drop_score = self._score(self.method.drop_score, name, weight)
@@ -609,12 +610,8 @@ def create_sparse_training(
                     name: max(1, round(densities[name] * shape_pattern.n_units(shapes[name])))
                     for name in shapes
                 }
-                start = 1.0 - initial_sparsity
-                if initial_sparsity > sparsity:
-                    raise ValueError(
-                        f"initial_sparsity={initial_sparsity} must be <= sparsity={sparsity} "
-                        "(prune_regrow shrinks towards its target)"
-                    )
+                # It only shrinks: it starts at min(initial_sparsity, sparsity).
+                start = 1.0 - min(initial_sparsity, sparsity)
                 densities = distribute_density(shapes, start, distribution, dense_layers)
             masks = pattern_masks(weights, densities, shape_pattern, generator)
         else:

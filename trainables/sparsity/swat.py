@@ -74,10 +74,14 @@ class SwatConv2d(torch.autograd.Function):
 
 
 def topk_activations(x: Tensor, density: float) -> tuple[Tensor, Tensor]:
-    """(threshold, sparse x): the round(density * numel) (at least 1) largest |x| kept."""
-    k = max(1, round(density * x.numel()))
-    threshold = x.detach().abs().flatten().topk(k).values[-1]
-    return threshold, sparse_activations(x, threshold)
+    """(threshold, sparse x): exactly the round(density * numel) (at least 1) largest |x| kept
+    (ties broken by position; zeros are never counted as kept)."""
+    flat = x.detach().reshape(-1)
+    k = max(1, round(density * flat.numel()))
+    top = flat.abs().topk(k)
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[top.indices] = True
+    return top.values[-1], (flat * (keep & (flat != 0))).view_as(x)
 
 
 def sparse_activations(x: Tensor, threshold: Tensor) -> Tensor:
