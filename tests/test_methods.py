@@ -608,3 +608,28 @@ def test_trainer_resume_matches_uninterrupted_run(method, knobs):
         resumed = second.run_epoch()
     for key in ("val_accuracy", "train_loss", "train_flops", "nonzero_params", "epoch"):
         assert resumed[key] == straight[key], key
+
+
+@pytest.mark.parametrize("method", ["static", "rigl", "swat"])
+def test_conv_block_masks_are_whole_blocks_of_the_im2col_matrix(method):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+    )  # fmt: skip
+    training = create_sparse_training(
+        model, method=method, sparsity=0.7, pattern="block", block_size=4, update_interval=1,
+        total_steps=6, input_shape=(3, 6, 6),
+    )  # fmt: skip
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    initial = {n: m.clone() for n, m in training.masks.items()}
+    for step in range(4):
+        optimizer.zero_grad()
+        model(torch.randn(4, 3, 6, 6)).square().sum().backward()
+        if not training.after_backward(step, optimizer):
+            optimizer.step()
+        training.after_step()
+        for mask in training.masks.values():
+            assert_whole_blocks(mask, 4)  # 8 x 27 and 8 x 72 matrices, edge tiles cut short
+    if method == "rigl":
+        assert any(not torch.equal(initial[n], m) for n, m in training.masks.items())

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trainables.config import make_config
+from trainables.config import ConfigError, make_config
 from trainables.datasets import DeviceDataset, load_dataset
 from trainables.flops import forward_flops
 from trainables.models import create_model
@@ -108,7 +108,23 @@ class Trainer:
             self.model.parameters(), lr=c["lr"], momentum=c["momentum"],
             nesterov=c["momentum"] > 0, weight_decay=c["weight_decay"],
         )  # fmt: skip
-        self.sparse = create_sparse_training(
+        try:
+            self.sparse = self._create_sparse_training()
+        except ValueError as error:  # a knob combination the method refuses: one clear line
+            raise ConfigError(str(error)) from error
+        if c["sparse_init"]:
+            rescale_sparse_init(self.sparse.weights, self.sparse.masks)
+        self.dense_flops = forward_flops(self.model, self.data.input_shape)
+        self.step = 0
+        self.epoch = 0
+        self.train_accuracy = 0.0  # running accuracy of the last training epoch
+        self.train_flops = 0
+        self.train_seconds = 0.0
+        self.diverged = False
+
+    def _create_sparse_training(self):
+        c = self.config
+        return create_sparse_training(
             self.model,
             method=c["method"],
             sparsity=c["sparsity"],
@@ -123,15 +139,6 @@ class Trainer:
             momentum=c["momentum"],
             **{knob: c[knob] for knob in SPARSE_KNOBS},
         )
-        if c["sparse_init"]:
-            rescale_sparse_init(self.sparse.weights, self.sparse.masks)
-        self.dense_flops = forward_flops(self.model, self.data.input_shape)
-        self.step = 0
-        self.epoch = 0
-        self.train_accuracy = 0.0  # running accuracy of the last training epoch
-        self.train_flops = 0
-        self.train_seconds = 0.0
-        self.diverged = False
 
     def sparse_flops(self) -> int:
         return self.sparse.sparse_forward_flops()  # from the current masks

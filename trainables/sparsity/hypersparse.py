@@ -177,6 +177,7 @@ class HyperSparseTraining(SparseTraining):
             weight.masked_fill_(dropped, 0.0)
             _reset_optimizer_state(optimizer, weight, dropped)
             self.masks[name].copy_(masks[name])
+        self.masks_changed()
         self.pruned = True
 
     def on_epoch_end(self, trainer: Any) -> int:

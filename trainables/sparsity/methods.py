@@ -196,7 +196,7 @@ class SparseTraining:
             else {}
         )
         self.positions = positions  # output positions per layer, for FLOP accounting
-        self._flops_cache: tuple[int, ...] | None = None
+        self._nnz_cache: dict[str, int] | None = None
 
     # --- schedule -------------------------------------------------------------------------
     def is_update_step(self, step: int) -> bool:
@@ -242,14 +242,22 @@ class SparseTraining:
     def dense_forward_flops(self) -> int:
         return sum(self.dense_layer_flops().values())
 
+    def layer_nnz(self) -> dict[str, int]:
+        """Active weights per layer, cached until `masks_changed()` (every hook that changes a
+        mask calls it), so a step reads no mask counts (no device sync on a GPU) unless its
+        masks changed."""
+        if self._nnz_cache is None:
+            self._nnz_cache = {name: int(mask.sum()) for name, mask in self.masks.items()}
+        return self._nnz_cache
+
     def sparse_forward_flops(self) -> int:
         """Forward FLOPs of one sample from the current masks (what inference costs)."""
-        counts = tuple(int(mask.sum()) for mask in self.masks.values())
-        if self._flops_cache is None or self._flops_cache[:-1] != counts:
-            nnz = dict(zip(self.masks, counts, strict=True))
-            flops = sum(flops_lib.layer_flops(self._require_positions(), nnz).values())
-            self._flops_cache = (*counts, flops)
-        return self._flops_cache[-1]
+        positions = self._require_positions()
+        return sum(flops_lib.layer_flops(positions, self.layer_nnz()).values())
+
+    def masks_changed(self) -> None:
+        """Call after changing `masks` from outside the hooks (the FLOP count is cached)."""
+        self._nnz_cache = None
 
     def step_flops(self, step: int) -> int:
         """Training FLOPs of this step per sample (call after backward, before after_backward):
@@ -340,6 +348,7 @@ class SparseTraining:
             weight.masked_fill_(changed, 0.0)
             _reset_optimizer_state(optimizer, weight, changed)
             mask.copy_(new_mask)  # in place: references to the mask stay valid
+            self.masks_changed()
 
     def _sign_split_update(
         self, name: str, weight: Tensor, mask: Tensor, fraction: float
@@ -410,6 +419,7 @@ class SparseTraining:
                     f"expected {tuple(mask.shape)}"
                 )
             mask.copy_(masks[name])
+        self.masks_changed()
         for name, buffer in state.get("momentum", {}).items():
             self.momentum[name].copy_(buffer)
         if state.get("generator_state") is not None:

@@ -134,7 +134,9 @@ class SwatTraining(SparseTraining):
                 continue
             mask = topk_mask(weight.abs(), self.n_keep[name], self.pattern)
             self.masks[name].copy_(mask)
-            self.weight_thresholds[name] = weight.abs()[mask].min()
+            # the smallest kept |w| (no boolean indexing: no device sync)
+            self.weight_thresholds[name] = weight.abs().masked_fill(~mask, torch.inf).min()
+        self.masks_changed()
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -145,6 +147,7 @@ class SwatTraining(SparseTraining):
         elif self.pattern.kind == "unstructured":
             for name, threshold in self.weight_thresholds.items():
                 self.masks[name].copy_(self.weights[name].abs() >= threshold)
+            self.masks_changed()
 
     @torch.no_grad()
     def after_backward(self, step: int, optimizer: torch.optim.Optimizer) -> bool:
@@ -159,7 +162,8 @@ class SwatTraining(SparseTraining):
         """Per layer f_l (2 (1 - s_W) + (1 - s_A)) from this step's masks and the
         activations its forward really kept."""
         dense = self.dense_layer_flops()
-        weight_density = {n: int(m.sum()) / m.numel() for n, m in self.masks.items()}
+        nnz = self.layer_nnz()
+        weight_density = {n: nnz[n] / m.numel() for n, m in self.masks.items()}
         return round(swat_step_flops(dense, weight_density, self.activation_density))
 
     # --- the wrapped forward -------------------------------------------------------
