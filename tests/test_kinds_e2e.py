@@ -210,13 +210,26 @@ def test_evaluate_top_configs_as_dense_set_rigl(two_seed_study):
     ]  # fmt: skip
 
 
-def test_custom_trainable_study(local_ray, tmp_path):
+def test_custom_trainable_study_and_its_reevaluation(local_ray, tmp_path):
     result = run_study(spec_for(tmp_path, "custom", "trials=6", "search.population_size=3"))
     trials = read_table(result.study_dir / "trials.parquet")
     assert len(trials) == 6 and set(trials["status"]) == {"completed"}
     assert {"config/alpha", "config/l1_ratio", "nonzero_weights", "val_error"} <= set(trials)
     pareto = read_table(result.study_dir / "pareto.parquet")
     assert (pareto["layer"] == 1).any()
+    # re-evaluation works for it too: layer 1 over two training seeds, scored on test
+    spec = load_spec(
+        ROOT / "studies" / "reevaluate.yaml",
+        [f"storage={tmp_path}", "name=custom-re", "from=[custom-sgd]", "layers=1",
+         "seeds=[1, 2]", f"trainable={ROOT}/studies/custom_sgd.py:train",
+         "objectives={test_error: min, nonzero_weights: min}"],
+    )  # fmt: skip
+    re_result = run_study(spec)
+    re_trials = read_table(re_result.study_dir / "trials.parquet")
+    summary = read_table(re_result.study_dir / "summary.parquet")
+    n_layer1 = int((pareto["layer"] == 1).sum())
+    assert len(re_trials) == 2 * n_layer1 and set(re_trials["status"]) == {"completed"}
+    assert (summary["count"] == 2).all() and "test_error_std" in summary
 
 
 def test_killed_driver_resumes_to_exactly_the_budget(tmp_path):
@@ -227,8 +240,9 @@ def test_killed_driver_resumes_to_exactly_the_budget(tmp_path):
                        "fixed.epochs=3", "search.population_size=4"):  # fmt: skip
         cmd += ["--set", assignment]
     cmd.append("--no-dashboard")
+    log = tmp_path / "driver.log"
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
     )
     path = tmp_path / "killed" / "trials.parquet"
     deadline = time.monotonic() + 240
@@ -244,6 +258,9 @@ def test_killed_driver_resumes_to_exactly_the_budget(tmp_path):
         proc.wait()
     before = read_table(path)
     assert 3 <= len(before) < trials
+    # every trial the driver reported finished before it died is in the Parquet
+    reported = [line for line in log.read_text().splitlines() if "] completed" in line]
+    assert len(before) >= len(reported) >= 1
     resumed = subprocess.run(
         [sys.executable, str(ROOT / "run_study.py"), "resume", "killed", "--storage",
          str(tmp_path), "--no-dashboard"],

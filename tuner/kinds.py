@@ -30,6 +30,9 @@ LITERATURE_DEFAULTS: dict[str, dict[str, Any]] = {
     "fashion_mnist": {"model": "mlp", "depth": 3, "width": 300, "epochs": 20, "batch_size": 128},
     "higgs": {"model": "mlp", "depth": 3, "width": 300, "epochs": 20, "batch_size": 256},
     "electricity": {"model": "mlp", "depth": 3, "width": 300, "epochs": 20, "batch_size": 256},
+    # CIFAR-style ResNet-20 (He et al. 2016's recipe, shortened as sparse-training studies do)
+    "cifar10": {"model": "resnet", "blocks": 3, "epochs": 160, "batch_size": 128},
+    "svhn": {"model": "resnet", "blocks": 3, "epochs": 40, "batch_size": 128},
 }
 SPARSE_DEFAULTS = {
     "distribution": "erk",
@@ -146,6 +149,11 @@ def merged_configs(
     return averaged
 
 
+def _full_train(spec: StudySpec) -> dict[str, Any]:
+    """The built-in trainer retrains on train+val; a custom trainable decides for itself."""
+    return {"full_train": True} if spec.builtin else {}
+
+
 def reevaluate_configs(spec: StudySpec) -> list[dict[str, Any]]:
     """The first `layers` layers, retrained on train+val and scored on test, per seed (and per
     sparsity when `sparsities` is given: sparse configs take each, dense ones run once)."""
@@ -154,7 +162,7 @@ def reevaluate_configs(spec: StudySpec) -> list[dict[str, Any]]:
     chosen = merged[(merged["layer"] >= 1) & (merged["layer"] <= spec.layers)]
     configs = []
     for _, row in chosen.iterrows():
-        config = {**_config_dict(row), **spec.fixed, "full_train": True}
+        config = {**_config_dict(row), **spec.fixed, **_full_train(spec)}
         if spec.sparsities and config.get("method", "dense") != "dense":
             configs += [{**config, "sparsity": s} for s in spec.sparsities]
         else:
@@ -171,7 +179,7 @@ def evaluate_configs(spec: StudySpec) -> list[dict[str, Any]]:
     sparsities = spec.sparsities or list(EVALUATE_SPARSITIES)
     configs = []
     for _, row in best.iterrows():
-        base = {**_config_dict(row), **spec.fixed, "full_train": True}
+        base = {**_config_dict(row), **spec.fixed, **_full_train(spec)}
         configs.append({**base, "method": "dense", "sparsity": 0.0})
         configs += [
             {**base, "method": m, "sparsity": s} for m in ("set", "rigl") for s in sparsities
