@@ -151,6 +151,9 @@ class Trainer:
         self.model.train()
         c = self.config
         total_loss, batches, correct = 0.0, 0, 0
+        # A NaN/inf loss stops the epoch at once (checked every step on the CPU; every few
+        # steps on an accelerator, where each check waits for the device).
+        check_every = 1 if self.device.type == "cpu" else 8
         for x, y in self.data.train_batches(c["batch_size"], self.generator):
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_at(self.step)
@@ -171,6 +174,9 @@ class Trainer:
             loss_value = loss.detach()
             total_loss += loss_value
             batches += 1
+            if batches % check_every == 0 and not torch.isfinite(total_loss).item():
+                self.diverged = True
+                break
         mean_loss = (total_loss / max(batches, 1)).item() if batches else float("nan")
         self.train_accuracy = int(correct) / max(len(self.data.y_train), 1)
         # per-epoch method work (hypersparse's pruned-copy check); returns its FLOPs

@@ -73,7 +73,7 @@ class ParquetWriter(Callback):
         self.objectives = objectives
         self.metadata = metadata
         self.metric_names = metric_names  # None: every metric a custom trainable reports
-        self._history: dict[str, list[dict[str, Any]]] = {}
+        self._history: dict[str, dict[Any, dict[str, Any]]] = {}
 
     def metrics_of(self, result: dict[str, Any]) -> dict[str, Any]:
         if self.metric_names is not None:
@@ -86,9 +86,18 @@ class ParquetWriter(Callback):
         }
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("error") is not None:  # the trial's own error: no epoch to record
+            return
         row = {"trial_id": trial.trial_id}
         row.update({k: v for k, v in self.metrics_of(result).items() if k in result})
-        self._history.setdefault(trial.trial_id, []).append(row)
+        # A trial Tune restarted (its worker or node died) reports again from its last
+        # checkpoint: a repeated epoch replaces what the lost attempt reported from there on,
+        # so history holds every epoch once.
+        step = result.get("epoch", result.get("training_iteration"))
+        rows = self._history.setdefault(trial.trial_id, {})
+        for seen in [k for k in rows if step is not None and k >= step]:
+            del rows[seen]
+        rows[len(rows) if step is None else step] = row
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._write(trial, errored=False)
@@ -109,7 +118,8 @@ class ParquetWriter(Callback):
         }
         row.update({f"config/{k}": v for k, v in sorted(config.items())})
         row.update(self.metrics_of(result))
-        row["error"] = error_summary(trial) if errored else None
+        # A trial's own error arrives as its last result (tuner/trainable.py), Tune's as a file.
+        row["error"] = error_summary(trial) if errored else result.get("error")
         # When the trial ended (UTC): orders trials for hypervolume-over-time plots.
         row["finished_at"] = pd.Timestamp.now(tz="UTC")
         return row
@@ -119,7 +129,7 @@ class ParquetWriter(Callback):
         upsert_rows(
             self.study_dir / TRIALS, pd.DataFrame([row]), key="trial_id", metadata=self.metadata
         )
-        history = self._history.pop(trial.trial_id, [])
+        history = list(self._history.pop(trial.trial_id, {}).values())
         if history and all("epoch" in h for h in history):
             upsert_rows(
                 self.study_dir / HISTORY,

@@ -45,6 +45,12 @@ SPARSE_DEFAULTS = {
 }
 
 
+DYNAMIC_DEFAULTS = {
+    k: SPARSE_DEFAULTS[k]
+    for k in ("distribution", "update_interval", "update_end", "drop_fraction")
+}
+
+
 @dataclass
 class Search:
     label: str  # Tune experiment name, a folder under the study
@@ -181,7 +187,9 @@ def evaluate_configs(spec: StudySpec) -> list[dict[str, Any]]:
     for _, row in best.iterrows():
         base = {**_config_dict(row), **spec.fixed, **_full_train(spec)}
         configs.append({**base, "method": "dense", "sparsity": 0.0})
+        # a dense or static source config has no schedule: the literature defaults fill it
+        dynamic = {**DYNAMIC_DEFAULTS, **base}
         configs += [
-            {**base, "method": m, "sparsity": s} for m in ("set", "rigl") for s in sparsities
+            {**dynamic, "method": m, "sparsity": s} for m in ("set", "rigl") for s in sparsities
         ]
     return _with_seeds(configs, spec.seeds)

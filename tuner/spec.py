@@ -311,6 +311,12 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
                     f"{space.trainable}; set trainable: {space.trainable} or use another space"
                 )
             space.check(check_value)
+            if not set(space.parameters) - set(spec.trial_defaults()):
+                raise SpecError(
+                    f"the search space is empty: every parameter of space={spec.space!r} is "
+                    "pinned by fixed/dataset/model; remove one from fixed, or use a space "
+                    "with parameters to search"
+                )
     except (ConfigError, SpaceError) as err:
         raise SpecError(str(err)) from None
     return spec
@@ -322,8 +328,13 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         raise SpecError(f"spec file {str(path)!r} not found (ready specs are in studies/)")
     try:
         body = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    except yaml.YAMLError as err:  # one line: where, and what the parser expected
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(
+            f"{path}: not valid YAML{where}: {problem} (check brackets, quotes and indentation)"
+        ) from None
     body = body or {}
     for assignment in overrides:
         apply_override(body, assignment)

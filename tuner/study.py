@@ -66,13 +66,74 @@ def provenance(spec: StudySpec) -> dict[str, str]:
     }
 
 
+# A trial whose worker or node dies is restarted from its last checkpoint at most this many
+# times (its own errors are never retried: tuner/trainable.py reports them as results).
+MAX_FAILURES = 3
+
+
+def check_address(address: str) -> None:
+    """An unreachable `--address` host:port fails here with one line, not after Ray's retries."""
+    import socket
+
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(
+            f"--address {address!r}: expected host:port of a Ray head (e.g. 127.0.0.1:6379) "
+            "or auto"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise ConfigError(
+            f"--address {address!r}: no Ray cluster answers there ({err.strerror or err}); "
+            "start one with `ray start --head`, or leave --address out for a local Ray"
+        ) from None
+
+
+def check_storage(storage: str) -> None:
+    """The study's storage must be a writable folder (or a URI): checked before anything runs.
+
+    Writes and removes a probe file in the nearest existing folder, so nothing is left behind.
+    """
+    import tempfile
+
+    if "://" in storage:  # s3://, gs://: Tune's storage layer checks it
+        return
+    path = Path(storage).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(
+            f"storage={storage!r} is not writable: {existing} is a file, not a folder; "
+            "pick another folder (--set storage=...)"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".sparsetune-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(
+            f"storage={storage!r} is not writable ({err.strerror or err} in {existing}); "
+            "pick a folder you can write (--set storage=...)"
+        ) from None
+
+
 def init_ray(address: str | None = None, dashboard: bool = True) -> str | None:
-    """Start a local Ray (or join `address`); returns the dashboard URL when there is one."""
+    """Start a local Ray (or join `address`); returns the dashboard URL when there is one.
+
+    A local Ray binds to 127.0.0.1 only and runs with token authentication (Ray creates the
+    token in ~/.ray/auth_token, or uses RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH), unless the user
+    set RAY_AUTH_MODE themselves.
+    """
     import ray
 
     if ray.is_initialized():
         return None
     if address is None:
+        # Token authentication: Ray 2.60 turns it on for a new local cluster when RAY_AUTH_MODE
+        # is unset (setting the variable here, after `import ray`, would not reach Ray's
+        # cached config); RAY_AUTH_MODE=disabled is the user's explicit opt-out.
         # On Linux Ray swaps 127.0.0.1 for the routable address; a local single-node cluster
         # needs no outside address, so keep every port on loopback.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -88,7 +149,14 @@ def init_ray(address: str | None = None, dashboard: bool = True) -> str | None:
             logging_level="WARNING",
         )
     else:
-        context = ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+        check_address(address)
+        try:
+            context = ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+        except (ConnectionError, RuntimeError, TimeoutError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ConfigError(
+                f"--address {address!r}: cannot join the Ray cluster: {first}"
+            ) from None
     url = context.dashboard_url
     return f"http://{url}" if url and not url.startswith("http") else url or None
 
@@ -110,6 +178,7 @@ def default_max_concurrent(spec: StudySpec) -> int:
 
 
 def check_study_dir(spec: StudySpec, overwrite: bool) -> None:
+    check_storage(spec.storage)
     if (spec.study_dir / TRIALS).exists() and not overwrite:
         raise StudyExistsError(
             f"{spec.study_dir} already holds a study. Pass --overwrite to replace it, "
@@ -240,10 +309,11 @@ def run_study(
     if spec.builtin:
         dataset, data_dir = shared_dataset(spec, searches)
         data = load_dataset(dataset, data_dir) if dataset else None
+    # Ray first: an unreachable --address or a missing token leaves no study folder behind.
+    dashboard_url = init_ray(address, dashboard)
     study_dir = spec.study_dir.resolve() if resume else prepare_study_dir(spec, overwrite)
     metadata = provenance(spec)
     objectives = list(spec.objectives)
-    dashboard_url = init_ray(address, dashboard)
     if dashboard_url:
         print(f"Ray dashboard: {dashboard_url}", flush=True)
     max_concurrent = spec.max_concurrent or default_max_concurrent(spec)
@@ -300,7 +370,9 @@ def run_study(
                             label,
                         ),  # fmt: skip
                     ],
-                    failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                    # Worker or node deaths restart the trial from its last checkpoint.
+                    failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 ),
             )
         tuner.fit()

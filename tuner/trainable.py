@@ -1,9 +1,18 @@
-"""The Ray Tune trainables: thin wrappers that run a training function inside a Ray worker."""
+"""The Ray Tune trainables: thin wrappers that run a training function inside a Ray worker.
+
+Every epoch the built-in trainable reports its metrics with a checkpoint of the Trainer's
+state (weights, masks, optimizer, RNG, counters); a trial whose worker or node dies is
+restarted by Tune (`FailureConfig(max_failures)`) and resumes from that checkpoint. An error
+of the trial itself (a bad device, out of memory, a model too large) is deterministic: the
+trial reports it as its last result (`error`) and ends, so Tune never retries it.
+"""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import tempfile
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +23,49 @@ from search_spaces import SearchSpace
 from trainables.datasets import DeviceDataset
 from trainables.train import Trainer
 
+STATE_FILE = "trainer.pt"
+ERROR_KEY = "error"  # the last result of a trial whose own code raised
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for Parquet's `error` column: the exception, with a hint for out of memory."""
+    import torch
+
+    text = f"{type(error).__name__}: {error}".strip().splitlines()[0][:400]
+    out_of_memory = isinstance(error, MemoryError | torch.OutOfMemoryError) or (
+        "can't allocate memory" in str(error) or "out of memory" in str(error).lower()
+    )
+    if out_of_memory:
+        text = "out of memory: " + text + " (reduce width/depth/batch_size, or give trials more)"
+    return text
+
+
+def report_error(error: Exception) -> None:
+    """End the trial with its error as the last result (Tune then doesn't retry it)."""
+    traceback.print_exc()  # the full traceback in the worker's log
+    tune.report({ERROR_KEY: describe_error(error)})
+
+
+def save_checkpoint(trainer: Trainer, metrics: dict[str, Any]) -> None:
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="sparsetune-ckpt-") as directory:
+        torch.save(trainer.state_dict(), Path(directory) / STATE_FILE)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def restore_checkpoint(trainer: Trainer) -> bool:
+    """Load the trial's last checkpoint, if Tune restarted it; True when one was loaded."""
+    import torch
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return False
+    with checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    trainer.load_state_dict(state)
+    return True
+
 
 def run_trial(
     config: dict[str, Any], space: SearchSpace, data: DeviceDataset | None = None
@@ -23,9 +75,22 @@ def run_trial(
     `data` arrives through the Ray object store (`tune.with_parameters`): the dataset is
     loaded once by the driver and shared by every trial on a node.
     """
-    trainer = Trainer(space.resolve(config), data)
+    try:
+        trainer = Trainer(space.resolve(config), data)
+        restore_checkpoint(trainer)
+    except Exception as error:  # the config's own error: report it, don't let Tune retry
+        report_error(error)
+        return
     while not trainer.finished:
-        tune.report(trainer.run_epoch())
+        try:
+            metrics = trainer.run_epoch()
+        except Exception as error:
+            report_error(error)
+            return
+        if trainer.finished:  # the last epoch (or diverged): nothing left to resume
+            tune.report(metrics)
+        else:
+            save_checkpoint(trainer, metrics)
 
 
 def import_function(path: str) -> Callable[[dict[str, Any]], Any]:
@@ -42,4 +107,9 @@ def import_function(path: str) -> Callable[[dict[str, Any]], Any]:
 
 def run_custom_trial(config: dict[str, Any], space: SearchSpace, function: str) -> None:
     """A user's trainable: a function of the config that calls `ray.tune.report(metrics)`."""
-    import_function(function)(space.resolve(config))
+    try:
+        import_function(function)(space.resolve(config))
+    except Exception as error:
+        if type(error).__module__.split(".")[0] == "ray":  # Ray's own: let Tune handle it
+            raise
+        report_error(error)
