@@ -126,6 +126,39 @@ def cmd_report(args: argparse.Namespace) -> int:
     return report_command(args.name, args.storage, args.objectives)
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from tuner.cluster import submit_study, wait_for_job
+
+    sub = submit_study(args.address, args.spec, args.set, python=args.python)
+    print(f"submitted study {sub.study!r} as Ray Job {sub.job_id}")
+    print(f"  entrypoint: {sub.entrypoint}")
+    print(f"  follow its logs: ray job logs --follow --address {sub.address} {sub.job_id}")
+    print(f"  its state:       run_study.py status --address {sub.address}")
+    print(f"  stop it:         ray job stop --address {sub.address} {sub.job_id}")
+    if not args.wait:
+        return 0
+    status = wait_for_job(args.address, sub.job_id)
+    print(f"job {sub.job_id}: {status}")
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from results.tables import format_table
+    from tuner.cluster import job_logs, study_jobs
+
+    if args.job:
+        print(job_logs(args.address, args.job), end="")
+        return 0
+    rows = study_jobs(args.address)
+    if not rows:
+        print(f"no studies on the cluster at {args.address}")
+        return 0
+    import pandas as pd
+
+    print(format_table(pd.DataFrame(rows), list(rows[0])))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_study.py",
@@ -230,6 +263,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--objectives", nargs="+", default=None, metavar="NAME=MODE", help=objectives_help
     )
     report.set_defaults(func=cmd_report)
+
+    address_help = "the head's dashboard (Jobs API) address, e.g. http://127.0.0.1:8265"
+    submit = sub.add_parser(
+        "submit",
+        help="run a study spec as a Ray Job on a cluster",
+        description="Submit a study to a Ray cluster as a Ray Job (the project as working "
+        "dir): prints the job id and how to follow its logs. The token comes from "
+        "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.",
+    )
+    submit.add_argument("spec", help="study spec YAML in the project, e.g. studies/default.yaml")
+    submit.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a spec field (repeatable): --set storage=s3://bucket/runs",
+    )  # fmt: skip
+    submit.add_argument("--address", required=True, help=address_help)
+    submit.add_argument(
+        "--python", default="python", help="the cluster's Python for the driver (default: python)"
+    )
+    submit.add_argument("--wait", action="store_true", help="wait for the job to end")
+    submit.set_defaults(func=cmd_submit)
+
+    status = sub.add_parser(
+        "status",
+        help="the studies on a Ray cluster and their state",
+        description="List the studies submitted to a Ray cluster (Ray Jobs) and their state; "
+        "--job prints one job's logs.",
+    )
+    status.add_argument("--address", required=True, help=address_help)
+    status.add_argument("--job", default=None, help="print this job's logs instead")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -94,10 +95,34 @@ class ParquetWriter(Callback):
         # checkpoint: a repeated epoch replaces what the lost attempt reported from there on,
         # so history holds every epoch once.
         step = result.get("epoch", result.get("training_iteration"))
+        if trial.trial_id not in self._history and isinstance(step, int) and step > 1:
+            # A trial resumed from its checkpoint after the driver died: its earlier epochs
+            # are in Tune's result.json from the previous driver.
+            self._history[trial.trial_id] = self._earlier_epochs(trial, step)
         rows = self._history.setdefault(trial.trial_id, {})
         for seen in [k for k in rows if step is not None and k >= step]:
             del rows[seen]
         rows[len(rows) if step is None else step] = row
+
+    def _earlier_epochs(self, trial, before: int) -> dict[Any, dict[str, Any]]:
+        rows: dict[Any, dict[str, Any]] = {}
+        for folder in (trial.path, trial.local_path):
+            path = Path(str(folder), "result.json")
+            if not folder or "://" in str(folder) or not path.is_file():
+                continue
+            for line in path.read_text().splitlines():
+                try:
+                    old = json.loads(line)
+                except ValueError:
+                    continue
+                epoch = old.get("epoch")
+                if isinstance(epoch, int) and epoch < before and old.get("error") is None:
+                    row = {"trial_id": trial.trial_id}
+                    row.update({k: v for k, v in self.metrics_of(old).items() if k in old})
+                    rows[epoch] = row
+            if rows:
+                break
+        return dict(sorted(rows.items()))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._write(trial, errored=False)
@@ -122,6 +147,8 @@ class ParquetWriter(Callback):
         row["error"] = error_summary(trial) if errored else result.get("error")
         # When the trial ended (UTC): orders trials for hypervolume-over-time plots.
         row["finished_at"] = pd.Timestamp.now(tz="UTC")
+        # Where it ran: the node's IP as Tune reports it (the hostname when there is none).
+        row["node"] = result.get("node_ip") or result.get("hostname")
         return row
 
     def _write(self, trial, errored: bool) -> None:

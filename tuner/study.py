@@ -80,8 +80,7 @@ def check_address(address: str) -> None:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise ConfigError(
-            f"--address {address!r}: expected host:port of a Ray head (e.g. 127.0.0.1:6379) "
-            "or auto"
+            f"--address {address!r}: expected host:port of a Ray head (e.g. 127.0.0.1:6379) or auto"
         )
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
@@ -119,6 +118,19 @@ def check_storage(storage: str) -> None:
         ) from None
 
 
+def check_token() -> None:
+    """Joining a cluster needs its auth token here (every cluster this project starts has one)."""
+    from ray._raylet import AuthenticationTokenLoader
+
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return  # the user's explicit opt-out, for a cluster without token authentication
+    if not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        raise ConfigError(
+            "no Ray auth token on this machine: copy the cluster's token (the head's "
+            "~/.ray/auth_token) here, or point RAY_AUTH_TOKEN_PATH at it (or set RAY_AUTH_TOKEN)"
+        )
+
+
 def init_ray(address: str | None = None, dashboard: bool = True) -> str | None:
     """Start a local Ray (or join `address`); returns the dashboard URL when there is one.
 
@@ -137,6 +149,13 @@ def init_ray(address: str | None = None, dashboard: bool = True) -> str | None:
         # On Linux Ray swaps 127.0.0.1 for the routable address; a local single-node cluster
         # needs no outside address, so keep every port on loopback.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # Ray reads that variable once, when it is imported (by then, usually): tell its
+        # constant too, or GCS, raylet and agents listen on every interface.
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = os.environ[
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+        ].lower() in ("1", "true")
         # Workers run this interpreter, whose environment already holds the project: no need
         # for Ray's `uv run` hook to zip and ship the working tree.
         os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -149,13 +168,17 @@ def init_ray(address: str | None = None, dashboard: bool = True) -> str | None:
             logging_level="WARNING",
         )
     else:
+        from ray.exceptions import AuthenticationError
+
         check_address(address)
+        check_token()
         try:
             context = ray.init(address=address, log_to_driver=False, logging_level="WARNING")
-        except (ConnectionError, RuntimeError, TimeoutError) as err:
+        except (AuthenticationError, ConnectionError, RuntimeError, TimeoutError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ConfigError(
-                f"--address {address!r}: cannot join the Ray cluster: {first}"
+                f"--address {address!r}: cannot join the Ray cluster: {first} (is this "
+                "machine's Ray auth token the cluster's? RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)"
             ) from None
     url = context.dashboard_url
     return f"http://{url}" if url and not url.startswith("http") else url or None
@@ -292,6 +315,9 @@ def run_study(
     from trainables.datasets import load_dataset
     from tuner.callbacks import ParquetWriter, ProgressReporter
     from tuner.kinds import plan_searches
+    from tuner.monitoring import StudyMetrics
+    from tuner.storage import UploadStudyFiles, staged_spec, study_uri, upload_study_files
+    from tuner.trainable import DropFinishedCheckpoints
 
     # Tune saves its experiment state (trials, searcher) at most this often: a crash loses at
     # most this much bookkeeping. Tune's default ("auto") waits 10 s or more.
@@ -299,6 +325,10 @@ def run_study(
     # A report missing an objective must fail that trial, not abort the whole fit().
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
+    # Storage on a URI (s3://, gs://): Tune writes there, the Parquet is staged here and copied.
+    uri = study_uri(spec)
+    if uri:
+        spec = staged_spec(spec, uri, overwrite=overwrite, resume=resume)
     if not resume:
         check_study_dir(spec, overwrite)
     searches = plan_searches(spec)  # reads the `from` studies: fails before Ray starts
@@ -348,7 +378,7 @@ def run_study(
                 ),
                 run_config=tune.RunConfig(
                     name=search.label,
-                    storage_path=str(study_dir),
+                    storage_path=uri or str(study_dir),
                     verbose=0,
                     callbacks=[
                         ParquetWriter(
@@ -369,16 +399,23 @@ def run_study(
                             search.search_seed,
                             label,
                         ),  # fmt: skip
+                        StudyMetrics(spec.name, spec.objectives),  # dashboard metrics
+                        *([UploadStudyFiles(study_dir, uri)] if uri else []),
+                        DropFinishedCheckpoints(),
                     ],
                     # Worker or node deaths restart the trial from its last checkpoint.
                     failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    # num_to_keep stays unset: with it Tune snapshots the experiment after
+                    # every trial checkpoint (slow for millisecond epochs); a finished
+                    # trial's checkpoints are deleted instead (DropFinishedCheckpoints).
                 ),
             )
         tuner.fit()
     trials, pareto, plot = compute_pareto(study_dir, spec.objectives, title=spec.name)
     if spec.kind in ("reproduction", "reevaluate", "evaluate") and len(trials):
         write_summary(study_dir, trials, spec.objectives)
+    if uri:
+        upload_study_files(study_dir, uri)
     return StudyResult(study_dir, trials, pareto, plot)
 
 

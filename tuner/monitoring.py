@@ -1,0 +1,136 @@
+"""Study metrics for the Ray dashboard: a Tune callback publishing `ray.util.metrics`.
+
+The driver (on a cluster: the Ray Job's driver on the head node) exports these through its
+node's metrics agent, so they appear on the cluster's Prometheus endpoint
+(`ray start --metrics-export-port`) and in the dashboard's metrics view, each tagged with the
+study's name. Prometheus names get Ray's ``ray_`` prefix (counters also ``_total``):
+
+| metric | kind | what |
+|---|---|---|
+| `ray_sparsetune_trials_finished_total` | counter | trials ended (any status) |
+| `ray_sparsetune_trials_failed_total` | counter | trials that errored or diverged |
+| `ray_sparsetune_best_objective` | gauge | best first objective so far (tag `objective`) |
+| `ray_sparsetune_hypervolume` | gauge | hypervolume of the completed trials so far |
+| `ray_sparsetune_trials_per_minute` | gauge | finished trials per minute since the search began |
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pandas as pd
+from ray.tune import Callback
+
+from tuner.callbacks import trial_status
+
+TAG_KEYS = ("study",)
+
+
+class StudyMetrics(Callback):
+    """Publishes a study's progress as Ray metrics while it runs (tagged ``study=<name>``)."""
+
+    def __init__(self, study: str, objectives: dict[str, str]):
+        self.study = study
+        self.objectives = dict(objectives)
+        self.finished = 0
+        self.failed = 0
+        self.points: list[dict[str, float]] = []  # objective values of completed trials
+        self.start = time.monotonic()
+        self._metrics: dict[str, Any] | None = None
+
+    # Tune pickles its callbacks (experiment state): the metric handles are made again after.
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_metrics"] = None
+        return state
+
+    def _handles(self) -> dict[str, Any]:
+        if self._metrics is None:
+            from ray.util.metrics import Counter, Gauge
+
+            tags = {"study": self.study}
+            first = next(iter(self.objectives))
+            self._metrics = {
+                "finished": Counter(
+                    "sparsetune_trials_finished",
+                    description="Trials of the study that ended (any status).",
+                    tag_keys=TAG_KEYS,
+                ),
+                "failed": Counter(
+                    "sparsetune_trials_failed",
+                    description="Trials of the study that failed or diverged.",
+                    tag_keys=TAG_KEYS,
+                ),
+                "best": Gauge(
+                    "sparsetune_best_objective",
+                    description="Best value so far of the study's first objective.",
+                    tag_keys=(*TAG_KEYS, "objective"),
+                ),
+                "hypervolume": Gauge(
+                    "sparsetune_hypervolume",
+                    description="Hypervolume of the study's completed trials so far.",
+                    tag_keys=TAG_KEYS,
+                ),
+                "rate": Gauge(
+                    "sparsetune_trials_per_minute",
+                    description="Finished trials per minute since the search began.",
+                    tag_keys=TAG_KEYS,
+                ),
+            }
+            for metric in self._metrics.values():
+                metric.set_default_tags(tags)
+            self._best_tags = {"study": self.study, "objective": first}
+        return self._metrics
+
+    def setup(self, **info):
+        self.start = time.monotonic()
+        metrics = self._handles()
+        metrics["rate"].set(0.0)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._record(trial, errored=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._record(trial, errored=True)
+
+    def snapshot(self) -> dict[str, float]:
+        """The values published last (also what the tests check without a metrics agent)."""
+        first, mode = next(iter(self.objectives.items()))
+        values = [p[first] for p in self.points]
+        best = (min(values) if mode == "min" else max(values)) if values else math.nan
+        hypervolume = 0.0
+        if self.points:
+            from results.hypervolume import hypervolume as volume
+
+            try:
+                hypervolume = volume(pd.DataFrame(self.points), self.objectives)
+            except ValueError:  # more objectives than the exact algorithm takes
+                hypervolume = math.nan
+        minutes = max(time.monotonic() - self.start, 1e-9) / 60
+        return {
+            "finished": float(self.finished),
+            "failed": float(self.failed),
+            "best": best,
+            "hypervolume": hypervolume,
+            "rate": self.finished / minutes,
+        }
+
+    def _record(self, trial, errored: bool) -> None:
+        status = trial_status(trial.last_result, list(self.objectives), errored)
+        self.finished += 1
+        metrics = self._handles()
+        metrics["finished"].inc(1.0)
+        if status != "completed":
+            self.failed += 1
+            metrics["failed"].inc(1.0)
+        else:
+            result = trial.last_result or {}
+            self.points.append({m: float(result[m]) for m in self.objectives})
+        values = self.snapshot()
+        if not math.isnan(values["best"]):
+            metrics["best"].set(values["best"], tags=self._best_tags)
+        if not math.isnan(values["hypervolume"]):
+            metrics["hypervolume"].set(values["hypervolume"])
+        metrics["rate"].set(values["rate"])

@@ -1,0 +1,85 @@
+"""Studies on shared storage: `storage: s3://bucket/runs` (or gs://, or any pyarrow URI).
+
+Tune writes its experiment state straight to the URI (its storage_path takes URIs). The
+study's own files (trials.parquet, history.parquet, pareto.parquet, the PNG, spec.yaml) are
+written atomically in a local staging folder, as for a local study, and copied to
+``<storage>/<name>/`` with pyarrow.fs after every trial and at the end. Readers then use
+pyarrow/pandas/DuckDB/polars on the URI (``pd.read_parquet("s3://.../trials.parquet")``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from ray.tune import Callback
+
+from trainables.config import ConfigError
+from tuner.spec import StudySpec
+
+
+def is_uri(storage: str) -> bool:
+    return "://" in str(storage)
+
+
+def study_uri(spec: StudySpec) -> str | None:
+    """``<storage>/<name>`` when the study lives behind a URI; None for a local folder."""
+    return f"{spec.storage.rstrip('/')}/{spec.name}" if is_uri(spec.storage) else None
+
+
+def remote_exists(uri: str, name: str) -> bool:
+    import pyarrow.fs as pafs
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        return fs.get_file_info(f"{path}/{name}").type != pafs.FileType.NotFound
+    except (OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ConfigError(
+            f"storage={uri.rsplit('/', 1)[0]!r}: cannot reach it ({first}); check the URI and "
+            "this machine's credentials for it"
+        ) from None
+
+
+def staged_spec(spec: StudySpec, uri: str, *, overwrite: bool, resume: bool) -> StudySpec:
+    """The same spec with its storage in a fresh local staging folder (checked first)."""
+    if resume:
+        raise ConfigError(
+            f"resume of a study on {spec.storage!r} is not supported yet: copy "
+            f"{uri} to a local folder and resume from there (--storage)"
+        )
+    if not overwrite and remote_exists(uri, "trials.parquet"):
+        raise ConfigError(
+            f"{uri} already holds a study. Pass --overwrite to replace it, or "
+            "--set name=<new name> to keep both"
+        )
+    staging = tempfile.mkdtemp(prefix=f"sparsetune-{spec.name}-")
+    return dataclasses.replace(spec, storage=staging)
+
+
+def upload_study_files(study_dir: Path, uri: str) -> list[str]:
+    """Copy the study's top-level files (not Tune's folders: Tune writes those itself)."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    fs.create_dir(path, recursive=True)
+    copied = []
+    for file in sorted(Path(study_dir).iterdir()):
+        if file.is_file() and not file.name.startswith("."):
+            pafs.copy_files(str(file.resolve()), f"{path}/{file.name}", destination_filesystem=fs)
+            copied.append(file.name)
+    return copied
+
+
+class UploadStudyFiles(Callback):
+    """After each trial's Parquet write (callbacks run in order): copy the files to the URI."""
+
+    def __init__(self, study_dir: Path, uri: str):
+        self.study_dir, self.uri = Path(study_dir), uri
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        upload_study_files(self.study_dir, self.uri)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        upload_study_files(self.study_dir, self.uri)
