@@ -317,7 +317,6 @@ def run_study(
     from tuner.kinds import plan_searches
     from tuner.monitoring import StudyMetrics
     from tuner.storage import UploadStudyFiles, staged_spec, study_uri, upload_study_files
-    from tuner.trainable import DropFinishedCheckpoints
 
     # Tune saves its experiment state (trials, searcher) at most this often: a crash loses at
     # most this much bookkeeping. Tune's default ("auto") waits 10 s or more.
@@ -401,13 +400,12 @@ def run_study(
                         ),  # fmt: skip
                         StudyMetrics(spec.name, spec.objectives),  # dashboard metrics
                         *([UploadStudyFiles(study_dir, uri)] if uri else []),
-                        DropFinishedCheckpoints(),
                     ],
                     # Worker or node deaths restart the trial from its last checkpoint.
                     failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-                    # num_to_keep stays unset: with it Tune snapshots the experiment after
-                    # every trial checkpoint (slow for millisecond epochs); a finished
-                    # trial's checkpoints are deleted instead (DropFinishedCheckpoints).
+                    # The latest checkpoint per trial (Tune then snapshots its experiment
+                    # state with each one, so a resumed study never points at a deleted one).
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 ),
             )
         tuner.fit()

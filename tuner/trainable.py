@@ -113,28 +113,3 @@ def run_custom_trial(config: dict[str, Any], space: SearchSpace, function: str) 
         if type(error).__module__.split(".")[0] == "ray":  # Ray's own: let Tune handle it
             raise
         report_error(error)
-
-
-class DropFinishedCheckpoints(tune.Callback):
-    """Deletes a trial's checkpoints once it has ended (completed, diverged or failed).
-
-    Tune keeps every checkpoint when `CheckpointConfig(num_to_keep)` is unset; setting it
-    makes Tune snapshot the whole experiment state after each trial checkpoint, which for
-    epochs of a few milliseconds slows a study down. So: keep them while the trial runs (a
-    restart resumes from the latest), drop them when it ends (nothing resumes a finished trial).
-    """
-
-    def _drop(self, trial) -> None:
-        import shutil
-
-        folder = trial.path
-        if not folder or "://" in str(folder):  # remote storage: leave it to its lifecycle
-            return
-        for checkpoint in Path(folder).glob("checkpoint_*"):
-            shutil.rmtree(checkpoint, ignore_errors=True)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._drop(trial)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._drop(trial)
