@@ -106,6 +106,14 @@ def _draw_panel(
     ax.grid(True, which="major", alpha=0.3)
 
 
+def save_png(figure, path: str | Path) -> Path:
+    """Write a figure as PNG, creating its folder; every plot of the results package ends here."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI, format="png")
+    return path
+
+
 def plot_pareto_front(
     df: pd.DataFrame,
     objectives: dict[str, str],
@@ -148,7 +156,4 @@ def plot_pareto_front(
     if title:
         figure.suptitle(title)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI, format="png")
-    return path
+    return save_png(figure, path)

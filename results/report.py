@@ -104,7 +104,7 @@ def plot_accuracy_vs_sparsity(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from results.plots import DPI
+    from results.plots import save_png
 
     table = accuracy_by_sparsity(df, metric)
     mean, std = table[f"{metric}_mean"], table[f"{metric}_std"].fillna(0.0)
@@ -133,10 +133,7 @@ def plot_accuracy_vs_sparsity(
         ax.legend(loc="best", fontsize="small")
     if title:
         ax.set_title(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI, format="png")
-    return path
+    return save_png(figure, path)
 
 
 def plot_hypervolume_history(history: pd.DataFrame, path: str | Path, title: str | None = None):
@@ -144,7 +141,7 @@ def plot_hypervolume_history(history: pd.DataFrame, path: str | Path, title: str
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from results.plots import DPI, FRONT_COLOR
+    from results.plots import FRONT_COLOR, save_png
 
     figure = Figure(figsize=(6.4, 4.0), layout="constrained")
     FigureCanvasAgg(figure)
@@ -163,10 +160,7 @@ def plot_hypervolume_history(history: pd.DataFrame, path: str | Path, title: str
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI, format="png")
-    return path
+    return save_png(figure, path)
 
 
 def _provenance_lines(metadata: dict[str, str]) -> list[str]:
