@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from results.parquet import TRIALS, read_metadata
+from results.remote import cache_dir, download_files, is_uri
 
 OBJECTIVES_KEY = "sparsetune.objectives"
 SPEC_KEY = "sparsetune.spec"
@@ -40,8 +41,12 @@ def list_studies(storage: str | Path) -> list[str]:
 def find_study(name: str, storage: str | Path = "runs") -> Path:
     """The folder of study ``name``: ``<storage>/<name>``, or ``name`` itself if that is one.
 
+    With ``storage`` a URI (s3://bucket/runs, gs://..., file://...), the study's files are
+    fetched into a local cache (``results.remote.cache_dir``) and that folder is returned.
     Raises StudyNotFoundError naming the path searched and the studies that do exist.
     """
+    if is_uri(storage):
+        return fetch_study(name, str(storage))
     candidate = Path(storage) / name
     if (candidate / TRIALS).exists():
         return candidate
@@ -51,6 +56,23 @@ def find_study(name: str, storage: str | Path = "runs") -> Path:
     known = list_studies(storage)
     where = f"studies in {storage}: {', '.join(known)}" if known else f"no studies in {storage}"
     raise StudyNotFoundError(f"no study {name!r}: {candidate / TRIALS} does not exist ({where})")
+
+
+def fetch_study(name: str, storage: str) -> Path:
+    """A local copy of the study ``<storage>/<name>`` on a URI (refreshed on every call)."""
+    import shutil
+
+    uri = f"{storage.rstrip('/')}/{name}"
+    local = cache_dir(uri)
+    shutil.rmtree(local, ignore_errors=True)
+    try:
+        fetched = download_files(uri, local)
+    except (OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ResultsError(f"cannot read {uri} ({first}); check the URI and credentials") from None
+    if TRIALS not in fetched:
+        raise StudyNotFoundError(f"no study {name!r}: {uri}/{TRIALS} does not exist")
+    return local
 
 
 def study_objectives(study_dir: str | Path) -> dict[str, str]:

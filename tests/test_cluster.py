@@ -261,7 +261,7 @@ def test_study_as_ray_job_on_two_nodes(cluster, tmp_path):
         cluster, "submit", "studies/default.yaml", "--address", cluster.dashboard,
         "--python", sys.executable,
         "--set", f"name={name}", "--set", f"storage={storage}", "--set", "trials=6",
-        "--set", "fixed.epochs=10", "--set", "search.population_size=4",
+        "--set", "fixed.epochs=100", "--set", "search.population_size=4",
         "--set", "max_concurrent=2", "--set", "resources.cpu=1",
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
@@ -287,9 +287,14 @@ def test_study_as_ray_job_on_two_nodes(cluster, tmp_path):
 
     trials = read_table(storage / name / "trials.parquet")
     print(trials[["trial_id", "status", "node", "val_error"]], json.dumps(seen, indent=1))
-    assert len(trials) == 6 and (trials["status"] == "completed").all()
-    nodes = set(trials["node"])
-    assert nodes and nodes <= {"127.0.0.1", "127.0.0.2"}  # the node column: the cluster's nodes
+    # every trial ran to its end (100 epochs at a high sampled lr may diverge: a finished trial
+    # too, that Optuna is told failed)
+    assert len(trials) == 6 and trials["status"].isin(["completed", "diverged"]).all()
+    diverged = int((trials["status"] == "diverged").sum())
+    # Both nodes ran trials: each node has 1 CPU and two 1-CPU trials run at a time. (With
+    # trials much shorter than a worker's start-up, about 12 s here, the first actor up would
+    # run them all: Tune hands a pending trial to an idle reused actor; hence 100 epochs.)
+    assert set(trials["node"]) == {"127.0.0.1", "127.0.0.2"}, trials[["trial_id", "node"]]
 
     # after the job: one more scrape (a gauge's last value stays exported for a while)
     for _ in range(10):
@@ -300,7 +305,7 @@ def test_study_as_ray_job_on_two_nodes(cluster, tmp_path):
         time.sleep(1)
     print(json.dumps(seen, indent=1))
     assert seen.get("ray_sparsetune_trials_finished_total") == 6
-    assert seen.get("ray_sparsetune_trials_failed_total", 0) == 0
+    assert seen.get("ray_sparsetune_trials_failed_total", 0) == diverged
     best = trials["val_error"].min()
     assert seen["ray_sparsetune_best_objective"] == pytest.approx(best, rel=1e-6)
     assert seen["ray_sparsetune_hypervolume"] > 0
@@ -321,17 +326,12 @@ def test_study_as_ray_job_on_two_nodes(cluster, tmp_path):
     assert refused.returncode == 2 and job_id not in refused.stdout
     assert "token" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
 
-    # Both nodes ran trials: met by a plain Tune job on this cluster (both IPs), not yet by the
-    # study, whose trials all land on the head here (longer trials did not change it).
-    if nodes != {"127.0.0.1", "127.0.0.2"}:
-        pytest.xfail(f"the study's trials ran on {sorted(nodes)} only, not on both nodes")
-
 
 # -- storage on a URI ------------------------------------------------------------------------
 
 
 @pytest.mark.ray
-def test_study_on_uri_storage(local_ray, tmp_path):
+def test_study_on_uri_storage(local_ray, tmp_path, monkeypatch):
     """storage: a URI (file:// here; s3:// and gs:// take the same path through pyarrow.fs):
     Tune writes its experiment there, the Parquet lands there too, readable by pandas."""
     import pandas as pd
@@ -354,3 +354,23 @@ def test_study_on_uri_storage(local_ray, tmp_path):
 
     with pytest.raises(ConfigError, match="already holds a study"):
         run_study(load_spec(ROOT / "studies" / "default.yaml", sets), dashboard=False)
+
+    # read from anywhere: the results commands take the URI as --storage
+    monkeypatch.setenv("SPARSETUNE_CACHE", str(tmp_path / "cache"))
+    queried = subprocess.run(
+        [sys.executable, str(ROOT / "run_study.py"), "query", "uri-tiny",
+         "SELECT count(*) AS n FROM trials", "--storage", f"file://{remote}"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert queried.returncode == 0, queried.stderr
+    assert re.search(r"^\s*2\s*$", queried.stdout, re.M), queried.stdout
+
+    # resume from the URI alone (the staging folder gone, as on another machine): Tune's state
+    # comes from the URI, the finished trials are not run again
+    from tuner.study import load_study_spec
+
+    shutil.rmtree(result.study_dir.parent)
+    resumed = run_study(load_study_spec("uri-tiny", f"file://{remote}"), resume=True,
+                        dashboard=False)  # fmt: skip
+    assert sorted(resumed.trials["trial_id"]) == sorted(result.trials["trial_id"])
+    assert len(pd.read_parquet(f"file://{remote}/uri-tiny/trials.parquet")) == 2

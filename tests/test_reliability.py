@@ -527,3 +527,17 @@ def test_local_ray_has_token_auth_and_binds_loopback_only(tmp_path):
     metadata = json.dumps(report["provenance"])
     assert token not in metadata and secret not in metadata
     assert str(home) not in metadata  # nothing of the environment in the metadata
+
+
+@pytest.mark.ray
+def test_workers_run_this_interpreter_not_uv_run(local_ray):
+    """Under `uv run` (./uvrun pytest), Ray's uv hook would zip the working tree into every
+    job and start each worker through `uv run`; the tuner turns it off (seconds per worker)."""
+
+    @local_ray.remote
+    def where() -> tuple[str, str]:
+        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().split(b"\0")[0]
+        return Path(parent.decode()).name, os.getcwd()
+
+    parent, cwd = local_ray.get(where.remote())
+    assert parent != "uv" and "working_dir_files" not in cwd, (parent, cwd)

@@ -15,12 +15,9 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from results.remote import download_files, is_uri, upload_files
 from trainables.config import ConfigError
 from tuner.spec import StudySpec
-
-
-def is_uri(storage: str) -> bool:
-    return "://" in str(storage)
 
 
 def study_uri(spec: StudySpec) -> str | None:
@@ -44,32 +41,23 @@ def remote_exists(uri: str, name: str) -> bool:
 
 def staged_spec(spec: StudySpec, uri: str, *, overwrite: bool, resume: bool) -> StudySpec:
     """The same spec with its storage in a fresh local staging folder (checked first)."""
-    if resume:
-        raise ConfigError(
-            f"resume of a study on {spec.storage!r} is not supported yet: copy "
-            f"{uri} to a local folder and resume from there (--storage)"
-        )
+    staging = tempfile.mkdtemp(prefix=f"sparsetune-{spec.name}-")
+    if resume:  # the study's files come back from the URI; Tune restores from it directly
+        if not remote_exists(uri, "trials.parquet"):
+            raise ConfigError(f"no study to resume at {uri}: trials.parquet not found there")
+        download_files(uri, Path(staging) / spec.name)
+        return dataclasses.replace(spec, storage=staging)
     if not overwrite and remote_exists(uri, "trials.parquet"):
         raise ConfigError(
             f"{uri} already holds a study. Pass --overwrite to replace it, or "
             "--set name=<new name> to keep both"
         )
-    staging = tempfile.mkdtemp(prefix=f"sparsetune-{spec.name}-")
     return dataclasses.replace(spec, storage=staging)
 
 
 def upload_study_files(study_dir: Path, uri: str) -> list[str]:
     """Copy the study's top-level files (not Tune's folders: Tune writes those itself)."""
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(uri)
-    fs.create_dir(path, recursive=True)
-    copied = []
-    for file in sorted(Path(study_dir).iterdir()):
-        if file.is_file() and not file.name.startswith("."):
-            pafs.copy_files(str(file.resolve()), f"{path}/{file.name}", destination_filesystem=fs)
-            copied.append(file.name)
-    return copied
+    return upload_files(study_dir, uri)
 
 
 class UploadStudyFiles(Callback):

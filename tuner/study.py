@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,8 +158,12 @@ def init_ray(address: str | None = None, dashboard: bool = True) -> str | None:
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
         ].lower() in ("1", "true")
         # Workers run this interpreter, whose environment already holds the project: no need
-        # for Ray's `uv run` hook to zip and ship the working tree.
+        # for Ray's `uv run` hook to zip and ship the working tree and start every worker
+        # through `uv run`. Read at import too, like the switch above: tell the constant.
         os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = os.environ[
+            "RAY_ENABLE_UV_RUN_RUNTIME_ENV"
+        ].lower() in ("1", "true")
         context = ray.init(
             num_cpus=os.cpu_count(),
             include_dashboard=dashboard,
@@ -252,7 +257,7 @@ def _metric_names(spec: StudySpec) -> list[str] | None:
     return list(METRICS) if spec.builtin else None  # None: whatever a custom trainable reports
 
 
-def reconcile_with_experiment(study_dir: Path, experiment_dir: Path, search_seed) -> int:
+def reconcile_with_experiment(study_dir: Path, experiment_dir: str, search_seed) -> int:
     """Drop Parquet rows of this search that Tune's restored experiment state doesn't know.
 
     Tune saves its experiment state every second; a trial that finished after the last save
@@ -263,7 +268,7 @@ def reconcile_with_experiment(study_dir: Path, experiment_dir: Path, search_seed
 
     from results.parquet import write_table_atomic
 
-    known = {t.trial_id for t in ExperimentAnalysis(str(experiment_dir)).trials}
+    known = {t.trial_id for t in ExperimentAnalysis(experiment_dir).trials}
     path = study_dir / TRIALS
     if not path.exists():
         return 0
@@ -347,7 +352,7 @@ def run_study(
         print(f"Ray dashboard: {dashboard_url}", flush=True)
     max_concurrent = spec.max_concurrent or default_max_concurrent(spec)
     for i, search in enumerate(searches):
-        experiment_dir = study_dir / search.label
+        experiment_dir = f"{uri}/{search.label}" if uri else str(study_dir / search.label)
         what = spec.kind
         if search.search_seed is not None:
             what = f"{spec.search.algorithm} search {i + 1}/{len(searches)}"
@@ -357,12 +362,12 @@ def run_study(
             flush=True,
         )
         trainable = _trainable(spec, search.space, data)
-        if resume and tune.Tuner.can_restore(str(experiment_dir)):
+        if resume and tune.Tuner.can_restore(experiment_dir):
             dropped = reconcile_with_experiment(study_dir, experiment_dir, search.search_seed)
             if dropped:
                 print(f"  {dropped} finished trials after Tune's last save will run again")
             tuner = tune.Tuner.restore(
-                str(experiment_dir), trainable, resume_unfinished=True, resume_errored=False
+                experiment_dir, trainable, resume_unfinished=True, resume_errored=False
             )
         else:
             label = f"seed {search.search_seed} " if len(searches) > 1 else ""
@@ -436,9 +441,14 @@ def load_study_spec(name: str, storage: str = "runs") -> StudySpec:
     """The spec a study ran with (its spec.yaml), for resume."""
     import yaml
 
+    from results.remote import download_files, is_uri
     from tuner.spec import SpecError, parse_spec
 
     path = Path(storage) / name / "spec.yaml"
+    if is_uri(storage):  # a study on shared storage: its spec.yaml names the URI
+        local = Path(tempfile.mkdtemp(prefix=f"sparsetune-{name}-spec-"))
+        uri = f"{str(storage).rstrip('/')}/{name}"
+        path = local / "spec.yaml" if "spec.yaml" in download_files(uri, local) else local / "-"
     if not path.is_file():
         raise SpecError(f"no study {name!r} to resume: {path} not found (is --storage right?)")
     body = yaml.safe_load(path.read_text())

@@ -13,6 +13,7 @@ environment variable SPARSETUNE_DOWNLOAD=0; offline with files missing, `Dataset
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 
@@ -25,14 +26,25 @@ from trainables.datasets.base import (
 )
 from trainables.datasets.digits import load_digits
 from trainables.datasets.openml import OPENML, load_electricity, load_higgs
-from trainables.datasets.vision import load_cifar10, load_fashion_mnist, load_mnist, load_svhn
+
+
+def _imported_on_use(module: str, function: str) -> Callable[..., DeviceDataset]:
+    """A loader whose module is imported on first call: torchvision's import takes ~4 s, which
+    every Ray worker would pay at start-up although trials get their data from the driver."""
+
+    def load(**kwargs) -> DeviceDataset:
+        return getattr(importlib.import_module(module), function)(**kwargs)
+
+    load.__name__ = load.__qualname__ = function
+    return load
+
 
 DATASETS: dict[str, Callable[..., DeviceDataset]] = {
     "digits": load_digits,
-    "mnist": load_mnist,
-    "fashion_mnist": load_fashion_mnist,
-    "cifar10": load_cifar10,
-    "svhn": load_svhn,
+    "mnist": _imported_on_use("trainables.datasets.vision", "load_mnist"),
+    "fashion_mnist": _imported_on_use("trainables.datasets.vision", "load_fashion_mnist"),
+    "cifar10": _imported_on_use("trainables.datasets.vision", "load_cifar10"),
+    "svhn": _imported_on_use("trainables.datasets.vision", "load_svhn"),
     "higgs": load_higgs,
     "electricity": load_electricity,
 }

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from trainables.config import ConfigError
 
@@ -201,6 +200,8 @@ def carve_validation(
     y: np.ndarray, val_fraction: float, seed: int, folds: int = 1, fold: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted train and val indices into `y`: disjoint, together all of it, stratified."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split  # 1-2 s to import
+
     idx = np.arange(len(y))
     if folds > 1:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -214,6 +215,8 @@ def stratified_split(
     y: np.ndarray, test_fraction: float, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of train/val/test: test carved from all, val carved from the rest; disjoint."""
+    from sklearn.model_selection import train_test_split
+
     idx = np.arange(len(y))
     rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
     train, val = train_test_split(rest, test_size=val_fraction, stratify=y[rest], random_state=seed)

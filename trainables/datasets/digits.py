@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from sklearn.datasets import load_digits as sklearn_digits
 
 from trainables.datasets.base import DeviceDataset, stratified_split, tabular
 
@@ -14,6 +13,8 @@ VAL_FRACTION = 0.2  # of the remaining training samples
 def load_digits(
     data_dir: str = "data", split_seed: int = 0, download: bool = True
 ) -> DeviceDataset:
+    from sklearn.datasets import load_digits as sklearn_digits
+
     del data_dir, download  # shipped with scikit-learn: nothing to download
     bunch = sklearn_digits()
     x = torch.tensor(bunch.data, dtype=torch.float32)  # 64 pixel intensities 0..16
