@@ -320,6 +320,27 @@ def test_digits_unchanged_against_standardize():
     assert torch.equal(xb, x_train[order[:64]]) and torch.equal(yb, data.y_train[order[:64]])
 
 
+def test_a_feature_constant_on_train_is_centred_not_blown_up():
+    """digits has border pixels that are 0 in every training image and not in a few others:
+    as scikit-learn's StandardScaler, such a feature is centred and left unscaled (dividing
+    by a clamped ~0 std made them 1e7 in val and test, and full_train diverged on them)."""
+    from sklearn.preprocessing import StandardScaler
+
+    x_train = torch.tensor([[0.0, 1.0], [0.0, 3.0], [0.0, 5.0]])
+    x_val = torch.tensor([[16.0, 2.0]])
+    train, val = standardize(x_train, x_val)
+    scaler = StandardScaler().fit(x_train.numpy())
+    expected = scaler.transform(x_val.numpy())[0]
+    assert val[0, 0].item() == pytest.approx(16.0)  # centred (mean 0), not divided by ~0
+    assert val[0, 1].item() == pytest.approx((2.0 - 3.0) / 2.0)  # torch's std: ddof 1
+    assert expected[0] == pytest.approx(16.0)  # scikit-learn does the same for that feature
+    assert (train[:, 0] == 0).all()
+
+    data = load_dataset("digits")
+    merged = torch.cat([data.x_train, data.x_val, data.x_test])
+    assert merged.abs().max() < 1e3, "no feature of val or test blown up by a ~0 std (1e7)"
+
+
 def test_folds_partition_train_and_recompute_statistics(tmp_path):
     write_mnist_like(tmp_path, "MNIST", False, np.random.default_rng(6))
     data = load_dataset("mnist", str(tmp_path), download=False)

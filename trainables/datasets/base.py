@@ -167,7 +167,7 @@ def normalization_stats(x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
         shape = (1, c, 1, 1)
         return mean.float().view(shape), std.float().clamp_min(1e-6).view(shape)
     mean = x_train.float().mean(dim=0, keepdim=True)
-    std = x_train.float().std(dim=0, keepdim=True).clamp_min(1e-6)
+    std = feature_scale(x_train.float().std(dim=0, keepdim=True))
     return mean, std
 
 
@@ -223,10 +223,17 @@ def stratified_split(
     return np.sort(train), np.sort(val), np.sort(test)
 
 
+def feature_scale(std: torch.Tensor) -> torch.Tensor:
+    """What to divide a feature by: its std, or 1 where the training split holds it constant
+    (as scikit-learn's StandardScaler). Dividing by a clamped ~0 std would turn a value of 16
+    in val or test (digits' border pixels) into 1.6e7, and full_train trains on it: NaN."""
+    return torch.where(std > 1e-6, std, torch.ones_like(std))
+
+
 def standardize(x_train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     """Standardize every split with the training split's mean and std (no leak from val/test)."""
     mean = x_train.mean(dim=0, keepdim=True)
-    std = x_train.std(dim=0, keepdim=True).clamp_min(1e-6)
+    std = feature_scale(x_train.std(dim=0, keepdim=True))
     return [(t - mean) / std for t in (x_train, *others)]
 
 
