@@ -108,7 +108,8 @@ def test_sigkilled_trial_worker_resumes_from_its_checkpoint(local_ray, tmp_path)
     killer = threading.Thread(target=kill_one_worker_mid_training, daemon=True)
     killer.start()
     try:
-        result = run_study(spec)
+        # a checkpoint every epoch (these trials are shorter than CHECKPOINT_EVERY_S)
+        result = run_study(spec, checkpoint_every_s=0)
     finally:
         stop.set()
         killer.join(timeout=5)

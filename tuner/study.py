@@ -67,6 +67,23 @@ def provenance(spec: StudySpec) -> dict[str, str]:
     }
 
 
+# Ray Tune settings sparsetune changes: environment variables that Ray 2.60 reads when a Tuner
+# runs (not when ray.tune is imported), so run_study sets them unless the user did.
+# benchmarks/orchestration.py measures each against Tune's default.
+TUNE_ENV = {
+    # Tune saves its experiment state (trials, searcher) at most this often: a killed driver's
+    # resume reruns the trials that finished since (short trials end several a second; a
+    # trial checkpoint no longer forces a save every epoch). Tune's default ("auto") waits
+    # 10 s or more; 0.25 s costs about 2% of a study of 2-s trials against 1 s.
+    "TUNE_GLOBAL_CHECKPOINT_S": "0.25",
+    # A report missing an objective must fail that trial, not abort the whole fit().
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # No per-trial progress.csv and TensorBoard events (a row and an event per result: 2-4%
+    # of a study of 2-s trials); result.json stays (run_study adds Tune's JSON logger itself:
+    # resume and the tests read it).
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+}
+
 # A trial whose worker or node dies is restarted from its last checkpoint at most this many
 # times (its own errors are never retried: tuner/trainable.py reports them as results).
 MAX_FAILURES = 3
@@ -239,13 +256,14 @@ def compute_pareto(
     return trials, pareto, plot
 
 
-def _trainable(spec: StudySpec, space: SearchSpace, data):
+def _trainable(spec: StudySpec, space: SearchSpace, data, checkpoint_every_s: float | None = None):
     from ray import tune
 
-    from tuner.trainable import run_custom_trial, run_trial
+    from tuner.trainable import CHECKPOINT_EVERY_S, run_custom_trial, run_trial
 
     if spec.builtin:
-        fn = tune.with_parameters(run_trial, space=space, data=data)
+        every_s = CHECKPOINT_EVERY_S if checkpoint_every_s is None else checkpoint_every_s
+        fn = tune.with_parameters(run_trial, space=space, data=data, checkpoint_every_s=every_s)
     else:
         fn = tune.with_parameters(run_custom_trial, space=space, function=spec.trainable)
     return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
@@ -260,9 +278,9 @@ def _metric_names(spec: StudySpec) -> list[str] | None:
 def reconcile_with_experiment(study_dir: Path, experiment_dir: str, search_seed) -> int:
     """Drop Parquet rows of this search that Tune's restored experiment state doesn't know.
 
-    Tune saves its experiment state every second; a trial that finished after the last save
-    and before a crash is rerun under a new id on resume, so its old row would be counted
-    twice. Returns the number of rows dropped.
+    Tune saves its experiment state every TUNE_GLOBAL_CHECKPOINT_S (TUNE_ENV); a trial that
+    finished after the last save and before a crash is rerun under a new id on resume, so its
+    old row would be counted twice. Returns the number of rows dropped.
     """
     from ray.tune import ExperimentAnalysis
 
@@ -313,9 +331,15 @@ def run_study(
     address: str | None = None,
     dashboard: bool = True,
     reuse_actors: bool = True,
+    checkpoint_every_s: float | None = None,
+    callbacks: list | None = None,
 ) -> StudyResult:
-    """Run (or, with resume=True, continue) every search of the study, then the layers."""
+    """Run (or, with resume=True, continue) every search of the study, then the layers.
+
+    `reuse_actors`, `checkpoint_every_s` (None: `tuner.trainable.CHECKPOINT_EVERY_S`) and
+    `callbacks` (more Tune callbacks, e.g. timers) are for benchmarks and tests."""
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     from trainables.datasets import load_dataset
     from tuner.callbacks import ParquetWriter, ProgressReporter
@@ -323,11 +347,8 @@ def run_study(
     from tuner.monitoring import StudyMetrics
     from tuner.storage import UploadStudyFiles, staged_spec, study_uri, upload_study_files
 
-    # Tune saves its experiment state (trials, searcher) at most this often: a crash loses at
-    # most this much bookkeeping. Tune's default ("auto") waits 10 s or more.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    # A report missing an objective must fail that trial, not abort the whole fit().
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    for name, value in TUNE_ENV.items():  # read when a Tuner runs; the user's values win
+        os.environ.setdefault(name, value)
 
     # Storage on a URI (s3://, gs://): Tune writes there, the Parquet is staged here and copied.
     uri = study_uri(spec)
@@ -361,7 +382,7 @@ def run_study(
             f"study {spec.name!r}: {what}, {search.num_samples} trials, {max_concurrent} at a time",
             flush=True,
         )
-        trainable = _trainable(spec, search.space, data)
+        trainable = _trainable(spec, search.space, data, checkpoint_every_s)
         if resume and tune.Tuner.can_restore(experiment_dir):
             dropped = reconcile_with_experiment(study_dir, experiment_dir, search.search_seed)
             if dropped:
@@ -385,6 +406,10 @@ def run_study(
                     storage_path=uri or str(study_dir),
                     verbose=0,
                     callbacks=[
+                        # Tune's result.json (resume and the tests read it), explicit so that
+                        # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1 drops only the CSV and
+                        # TensorBoard loggers
+                        JsonLoggerCallback(),
                         ParquetWriter(
                             study_dir,
                             spec.name,
@@ -405,6 +430,7 @@ def run_study(
                         ),  # fmt: skip
                         StudyMetrics(spec.name, spec.objectives),  # dashboard metrics
                         *([UploadStudyFiles(study_dir, uri)] if uri else []),
+                        *(callbacks or []),
                     ],
                     # Worker or node deaths restart the trial from its last checkpoint.
                     failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),

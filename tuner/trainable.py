@@ -1,8 +1,9 @@
 """The Ray Tune trainables: thin wrappers that run a training function inside a Ray worker.
 
-Every epoch the built-in trainable reports its metrics with a checkpoint of the Trainer's
-state (weights, masks, optimizer, RNG, counters); a trial whose worker or node dies is
-restarted by Tune (`FailureConfig(max_failures)`) and resumes from that checkpoint. An error
+Every epoch the built-in trainable reports its metrics; with them, at most every
+`checkpoint_every_s` seconds (`checkpoint_due`), a checkpoint of the Trainer's state (weights,
+masks, optimizer, RNG, counters); a trial whose worker or node dies is restarted by Tune
+(`FailureConfig(max_failures)`) and resumes from its last checkpoint. An error
 of the trial itself (a bad device, out of memory, a model too large) is deterministic: the
 trial reports it as its last result (`error`) and ends, so Tune never retries it.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +27,16 @@ from trainables.train import Trainer
 
 STATE_FILE = "trainer.pt"
 ERROR_KEY = "error"  # the last result of a trial whose own code raised
+# A trial checkpoints with an epoch's report once this many seconds have passed since its
+# last checkpoint (or its start, or its restore), never with its last epoch; 0: every epoch.
+# A dead worker's trial loses at most this much work (plus the epoch it was in).
+CHECKPOINT_EVERY_S = 5.0
+
+
+def checkpoint_due(seconds_since_checkpoint: float, every_s: float, last_epoch: bool) -> bool:
+    """Whether this epoch's report carries a checkpoint: never the last epoch's (nothing is
+    left to resume), otherwise once `every_s` seconds have passed since the last one."""
+    return not last_epoch and seconds_since_checkpoint >= every_s
 
 
 def describe_error(error: BaseException) -> str:
@@ -68,9 +80,13 @@ def restore_checkpoint(trainer: Trainer) -> bool:
 
 
 def run_trial(
-    config: dict[str, Any], space: SearchSpace, data: DeviceDataset | None = None
+    config: dict[str, Any],
+    space: SearchSpace,
+    data: DeviceDataset | None = None,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
 ) -> None:
-    """Train the config (conditions of the space applied) and report metrics every epoch.
+    """Train the config (conditions of the space applied) and report metrics every epoch,
+    with a checkpoint when `checkpoint_due`.
 
     `data` arrives through the Ray object store (`tune.with_parameters`): the dataset is
     loaded once by the driver and shared by every trial on a node.
@@ -81,16 +97,19 @@ def run_trial(
     except Exception as error:  # the config's own error: report it, don't let Tune retry
         report_error(error)
         return
+    last_checkpoint = time.monotonic()
     while not trainer.finished:
         try:
             metrics = trainer.run_epoch()
         except Exception as error:
             report_error(error)
             return
-        if trainer.finished:  # the last epoch (or diverged): nothing left to resume
-            tune.report(metrics)
-        else:
+        # the last epoch (or diverged) has nothing left to resume
+        if checkpoint_due(time.monotonic() - last_checkpoint, checkpoint_every_s, trainer.finished):
             save_checkpoint(trainer, metrics)
+            last_checkpoint = time.monotonic()
+        else:
+            tune.report(metrics)
 
 
 def import_function(path: str) -> Callable[[dict[str, Any]], Any]:

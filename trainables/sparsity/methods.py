@@ -197,6 +197,9 @@ class SparseTraining:
         )
         self.positions = positions  # output positions per layer, for FLOP accounting
         self._nnz_cache: dict[str, int] | None = None
+        # The masks as 0/1 tensors of their weights' dtype, for the per-step multiplies:
+        # name -> (the bool mask, its version counter then, the factor).
+        self._factors: dict[str, tuple[Tensor, int, Tensor]] = {}
 
     # --- schedule -------------------------------------------------------------------------
     def is_update_step(self, step: int) -> bool:
@@ -292,9 +295,10 @@ class SparseTraining:
         update = self.is_update_step(step)
         if update:
             self._update_masks(step, optimizer)
-        for name, weight in self.weights.items():
-            if weight.grad is not None:
-                weight.grad.mul_(self.masks[name])
+        names = [name for name, weight in self.weights.items() if weight.grad is not None]
+        if names:
+            grads = [self.weights[name].grad for name in names]
+            torch._foreach_mul_(grads, self.mask_factors(names))
         return update and self.skip_weight_update_on_mask_update
 
     @torch.no_grad()
@@ -302,8 +306,33 @@ class SparseTraining:
         """Re-zero inactive weights: weight decay or momentum must not revive a pruned weight."""
         if not self.method.sparse:
             return
-        for name, weight in self.weights.items():
-            weight.mul_(self.masks[name])
+        torch._foreach_mul_(list(self.weights.values()), self.mask_factors(list(self.weights)))
+
+    def mask_factors(self, names: list[str]) -> list[Tensor]:
+        """The masks of `names` as 0/1 tensors of their weights' dtype and device.
+
+        Multiplying by them gives exactly what multiplying by the bool masks gives (x * 1 = x,
+        x * 0 = +-0, NaN stays NaN), but a bool multiplicand costs several times more on a CPU
+        (a conversion per element: 0.18 ms against 0.03 ms for LeNet-300-100's weights), twice
+        per step. A factor is rebuilt when its mask changed in place (its version counter
+        moved: `copy_`, any in-place edit) or was replaced.
+        """
+        factors = []
+        for name in names:
+            mask, weight = self.masks[name], self.weights[name]
+            cached = self._factors.get(name)
+            if (
+                cached is None
+                or cached[0] is not mask
+                or cached[1] != mask._version
+                or cached[2].dtype != weight.dtype
+                or cached[2].device != weight.device
+            ):
+                factor = mask.to(device=weight.device, dtype=weight.dtype)
+                cached = (mask, mask._version, factor)
+                self._factors[name] = cached
+            factors.append(cached[2])
+        return factors
 
     def _score(self, fn: ScoreFn, name: str, weight: Tensor) -> Tensor:
         if fn is momentum_magnitude:
