@@ -165,9 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multi-objective hyperparameter optimization of sparse training on Ray Tune.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # where a study's driver runs: run and resume take the same two options
+    ray_options = argparse.ArgumentParser(add_help=False)
+    ray_options.add_argument(
+        "--address", default=None,
+        help="Ray cluster to join (e.g. auto); default: start a local Ray on this machine",
+    )  # fmt: skip
+    ray_options.add_argument(
+        "--no-dashboard", action="store_true", help="start the local Ray without its dashboard"
+    )
 
     run = sub.add_parser(
         "run",
+        parents=[ray_options],
         help="run a study spec on Ray Tune",
         description="Run a study: one search per seed, Parquet as trials finish, then the "
         "Pareto layers, a PNG of the front and the layer-1 table.",
@@ -180,25 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--overwrite", action="store_true", help="replace an existing study of that name"
     )
-    run.add_argument(
-        "--address", default=None,
-        help="Ray cluster to join (e.g. auto); default: start a local Ray on this machine",
-    )  # fmt: skip
-    run.add_argument(
-        "--no-dashboard", action="store_true", help="start the local Ray without its dashboard"
-    )
     run.set_defaults(func=cmd_run)
 
     resume = sub.add_parser(
         "resume",
+        parents=[ray_options],
         help="continue an interrupted study with its searcher's state",
         description="Continue an interrupted study (a killed driver, a lost head node): "
         "finished trials stay, unfinished ones run again, the searcher goes on where it was.",
     )
     resume.add_argument("name", help="the study's name (its folder under --storage)")
     resume.add_argument("--storage", default="runs", help="where the study lives (default: runs)")
-    resume.add_argument("--address", default=None, help="Ray cluster to join (default: local)")
-    resume.add_argument("--no-dashboard", action="store_true", help="no Ray dashboard")
     resume.set_defaults(func=cmd_resume)
 
     train = sub.add_parser(

@@ -68,6 +68,14 @@ def gpu_name() -> str | None:
     return None
 
 
+def sync(device) -> None:
+    """Wait for the device's queued work, so that a timer around it measures the work."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def git_commit() -> str:
     def git(*args: str) -> str:
         try:

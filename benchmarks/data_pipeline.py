@@ -39,6 +39,7 @@ from benchmarks.common import (  # noqa: E402
     machine_short,
     passed_args,
     progress,
+    sync,
     table,
 )
 from trainables.config import make_config  # noqa: E402
@@ -68,11 +69,6 @@ def write_cifar10(root: Path, rng) -> None:
         data = rng.integers(0, 256, size=(10_000, 3072), dtype=np.uint8)
         batch = {"data": data, "labels": (np.arange(10_000) % 10).tolist()}
         (folder / name).write_bytes(pickle.dumps(batch))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def samples_per_second(

@@ -38,6 +38,7 @@ from benchmarks.common import (  # noqa: E402
     machine_short,
     passed_args,
     progress,
+    sync,
     table,
 )
 from trainables.datasets import DeviceDataset  # noqa: E402
@@ -128,11 +129,6 @@ class StepClock:
         self.ends.clear()
         for spent in self.hooks.values():
             spent.clear()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()

@@ -52,6 +52,13 @@ def download_files(uri: str, local_dir: str | Path) -> list[str]:
     return copied
 
 
+def read_text(uri: str) -> str:
+    """One file's text (a spec.yaml) straight from the URI; FileNotFoundError when absent."""
+    fs, path = _filesystem(uri)
+    with fs.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
 def cache_dir(uri: str) -> Path:
     """A local folder for a copy of ``uri``: $SPARSETUNE_CACHE (default ~/.cache/sparsetune)."""
     root = Path(os.environ.get("SPARSETUNE_CACHE", Path.home() / ".cache" / "sparsetune"))

@@ -7,7 +7,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +148,18 @@ def check_token() -> None:
         )
 
 
+def set_ray_switch(variable: str, constant: str, default: str) -> None:
+    """Set one of Ray's on/off environment switches (the user's value wins over `default`).
+
+    Ray reads these once, when it is imported (usually before us): the variable reaches the
+    processes Ray starts, and its cached `ray_constants.<constant>` must be told as well.
+    """
+    from ray._private import ray_constants
+
+    os.environ.setdefault(variable, default)
+    setattr(ray_constants, constant, os.environ[variable].lower() in ("1", "true"))
+
+
 def init_ray(address: str | None = None, dashboard: bool = True) -> str | None:
     """Start a local Ray (or join `address`); returns the dashboard URL when there is one.
 
@@ -165,22 +176,13 @@ def init_ray(address: str | None = None, dashboard: bool = True) -> str | None:
         # is unset (setting the variable here, after `import ray`, would not reach Ray's
         # cached config); RAY_AUTH_MODE=disabled is the user's explicit opt-out.
         # On Linux Ray swaps 127.0.0.1 for the routable address; a local single-node cluster
-        # needs no outside address, so keep every port on loopback.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        # Ray reads that variable once, when it is imported (by then, usually): tell its
-        # constant too, or GCS, raylet and agents listen on every interface.
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = os.environ[
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-        ].lower() in ("1", "true")
+        # needs no outside address, so keep every port on loopback (else GCS, raylet and
+        # agents listen on every interface).
+        set_ray_switch("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "ENABLE_RAY_CLUSTER", "0")
         # Workers run this interpreter, whose environment already holds the project: no need
         # for Ray's `uv run` hook to zip and ship the working tree and start every worker
-        # through `uv run`. Read at import too, like the switch above: tell the constant.
-        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-        ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = os.environ[
-            "RAY_ENABLE_UV_RUN_RUNTIME_ENV"
-        ].lower() in ("1", "true")
+        # through `uv run`.
+        set_ray_switch("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
         context = ray.init(
             num_cpus=os.cpu_count(),
             include_dashboard=dashboard,
@@ -467,15 +469,18 @@ def load_study_spec(name: str, storage: str = "runs") -> StudySpec:
     """The spec a study ran with (its spec.yaml), for resume."""
     import yaml
 
-    from results.remote import download_files, is_uri
+    from results.remote import is_uri, read_text
     from tuner.spec import SpecError, parse_spec
 
-    path = Path(storage) / name / "spec.yaml"
-    if is_uri(storage):  # a study on shared storage: its spec.yaml names the URI
-        local = Path(tempfile.mkdtemp(prefix=f"sparsetune-{name}-spec-"))
-        uri = f"{str(storage).rstrip('/')}/{name}"
-        path = local / "spec.yaml" if "spec.yaml" in download_files(uri, local) else local / "-"
-    if not path.is_file():
-        raise SpecError(f"no study {name!r} to resume: {path} not found (is --storage right?)")
-    body = yaml.safe_load(path.read_text())
-    return parse_spec(body, source=path.read_text())
+    path = f"{str(storage).rstrip('/')}/{name}/spec.yaml"
+    missing = SpecError(f"no study {name!r} to resume: {path} not found (is --storage right?)")
+    if is_uri(storage):  # a study on shared storage (its spec.yaml names the URI)
+        try:
+            source = read_text(path)
+        except (FileNotFoundError, OSError):
+            raise missing from None
+    else:
+        if not Path(path).is_file():
+            raise missing
+        source = Path(path).read_text()
+    return parse_spec(yaml.safe_load(source), source=source)
