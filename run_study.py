@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 flush=True,
             )
     if args.json:
-        print(json.dumps({"config": config, "metrics": metrics}, indent=2))
+        print(json.dumps({"config": config.to_dict(), "metrics": metrics}, indent=2))
     else:
         width = max(map(len, metrics))
         for name, value in metrics.items():

@@ -3,30 +3,31 @@
 One table serves every entry point (the `train` command, study specs, `--set`, the Ray
 trainable), so a bad value is refused the same way everywhere, naming the field, the value
 and what is allowed. Unknown keys are an error, as in nanoGPT's configurator.
+
+The table is derived (`knob_table`): `FIELDS` holds the knobs no component owns yet (data,
+epochs, the sparse methods' knobs until the methods become components) and the slots that
+choose a component (`model`, `optimizer`, `lr_schedule`); every component declares its own
+knobs in its registry (trainables/registry.py). `make_config` resolves a config once: the
+chosen components' knobs with their defaults filled in, nothing else; a knob that none of
+the chosen components reads is an error naming the components that do.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from trainables.registry import Knob, Registry, check_consistent
 
 
 class ConfigError(ValueError):
     """A hyperparameter or spec field with a bad name or value; the message says the fix."""
 
 
-@dataclass(frozen=True)
-class Field:
-    default: Any
-    kind: type  # int, float, str, bool
-    doc: str
-    low: float | None = None  # inclusive bounds for numbers
-    high: float | None = None
-    high_open: bool = False  # True when `high` itself is not allowed (sparsity < 1)
-    low_open: bool = False
-    choices: tuple[str, ...] | None = None  # filled in lazily for registries (datasets, ...)
+Field = Knob  # (the table's rows were `Field`s before components declared their knobs)
 
 
 def _registry_choices(name: str) -> tuple[str, ...] | None:
@@ -47,7 +48,29 @@ def _registry_choices(name: str) -> tuple[str, ...] | None:
         from trainables.sparsity import DISTRIBUTIONS
 
         return tuple(DISTRIBUTIONS)
+    if name in SLOTS:
+        return tuple(slot_registries()[name])
     return None
+
+
+# The knobs that choose a component, and where each one's registry lives.
+SLOTS = {
+    "model": "trainables.models:MODELS",
+    "optimizer": "trainables.optimizers:OPTIMIZERS",
+    "lr_schedule": "trainables.lr_schedules:LR_SCHEDULES",
+}
+
+
+def slot_registries() -> dict[str, Registry]:
+    """The registries of components a config chooses, by slot (imported on first use: the
+    models import torch)."""
+    import importlib
+
+    found = {}
+    for slot, target in SLOTS.items():
+        module, _, name = target.partition(":")
+        found[slot] = getattr(importlib.import_module(module), name)
+    return found
 
 
 FIELDS: dict[str, Field] = {
@@ -77,16 +100,7 @@ FIELDS: dict[str, Field] = {
         False, bool, "train on train+val and score on test (re-evaluation); val metrics are NaN"
     ),
     # model
-    "model": Field("mlp", str, "registered model family"),
-    "depth": Field(2, int, "number of hidden layers (mlp)", low=1, high=16),
-    "width": Field(128, int, "hidden units per layer (mlp)", low=1, high=65536),
-    "dropout": Field(0.0, float, "dropout probability", low=0.0, high=1.0, high_open=True),
-    "first_width": Field(0, int, "mlp: first hidden layer's width (0: width)", low=0, high=65536),
-    "last_width": Field(0, int, "mlp: last hidden layer's width (0: width)", low=0, high=65536),
-    "blocks": Field(3, int, "resnet: basic blocks per stage (3: ResNet-20)", low=1, high=4),
-    "channels": Field(64, int, "cnn3, resnet18: filters of the first stage", low=1, high=1024),
-    "wrn_depth": Field(16, int, "wrn: depth, 6 n + 4 (16, 22, 28)", low=10, high=40),
-    "widen_factor": Field(8, int, "wrn: width multiplier", low=1, high=16),
+    "model": Field("mlp", str, "registered model family (its knobs: below)"),
     # sparsity
     "method": Field("dense", str, "sparse-training method"),
     "sparsity": Field(
@@ -175,9 +189,8 @@ FIELDS: dict[str, Field] = {
         choices=("hypersparse", "l1", "l2"),
     ),
     # optimization
-    "lr": Field(0.1, float, "peak learning rate (SGD, cosine schedule)", low=0.0, low_open=True),
-    "momentum": Field(0.9, float, "SGD momentum (Nesterov)", low=0.0, high=1.0, high_open=True),
-    "weight_decay": Field(5e-4, float, "L2 weight decay", low=0.0),
+    "optimizer": Field("sgd", str, "optimizer (its knobs: below)"),
+    "lr_schedule": Field("cosine", str, "learning-rate schedule (its knobs: below)"),
     "label_smoothing": Field(0.0, float, "label smoothing", low=0.0, high=1.0, high_open=True),
     "epochs": Field(20, int, "training epochs", low=1),
     "seed": Field(0, int, "training seed (init, masks, batch order)", low=0),
@@ -185,12 +198,74 @@ FIELDS: dict[str, Field] = {
 }
 
 
+
+@dataclass(frozen=True)
+class KnobRow:
+    """One row of the derived knob table: the knob and the components that read it."""
+
+    name: str
+    knob: Knob
+    readers: tuple[tuple[str, str], ...] = ()  # (slot, component); () for a general knob
+
+    @property
+    def general(self) -> bool:
+        return not self.readers
+
+    def readers_text(self) -> str:
+        by_slot: dict[str, list[str]] = {}
+        for slot, name in self.readers:
+            by_slot.setdefault(slot, []).append(name)
+        return "; ".join(f"{slot} {', '.join(names)}" for slot, names in by_slot.items())
+
+
+def knob_table() -> dict[str, KnobRow]:
+    """Every knob: the general ones (FIELDS) and those the registered components declare."""
+    table = {name: KnobRow(name, knob) for name, knob in FIELDS.items()}
+    for slot, registry in slot_registries().items():
+        for component in registry:
+            for name, knob in registry.knobs_of(component).items():
+                row = table.get(name) or KnobRow(name, knob)
+                table[name] = KnobRow(name, row.knob, (*row.readers, (slot, component)))
+    return table
+
+
+def format_knob_table(markdown: bool = False) -> str:
+    """The knob table for `--help` and the README: name, type, default, allowed, read by, doc."""
+    rows = []
+    for row in knob_table().values():
+        k = row.knob
+        allowed = (
+            "|".join(k.choices or _registry_choices(row.name) or ())
+            if k.kind is str
+            else _range_text(k)
+            if k.kind in (int, float, tuple)
+            else "true|false"
+        )
+        default = ",".join(f"{x:g}" for x in k.default) if k.kind is tuple else k.default
+        rows.append(
+            (row.name, k.kind.__name__, str(default), allowed, row.readers_text() or "all", k.doc)
+        )
+    if markdown:
+        lines = ["| knob | type | default | allowed | read by | what |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| `{}` | {} | {} | {} | {} | {} |".format(*(c.replace("|", "\\|") for c in r))
+            for r in rows
+        ]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[5]} "
+        f"(allowed {r[3]}; read by {r[4]})"
+        for r in rows
+    )
+
+
 def _suggest(name: str, known) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _range_text(f: Field) -> str:
+def _range_text(f: Knob) -> str:
     lo = "(" if f.low_open else "["
     hi = ")" if f.high_open else "]"
     low = "-inf" if f.low is None else f"{f.low:g}"
@@ -198,14 +273,15 @@ def _range_text(f: Field) -> str:
     return f"{lo}{low}, {high}{hi}"
 
 
-def check_value(name: str, value: Any, where: str = "") -> Any:
-    """Coerce `value` to the field's type and check it; return it or raise ConfigError."""
-    if name not in FIELDS:
+def check_value(name: str, value: Any, where: str = "", table=None) -> Any:
+    """Coerce `value` to the knob's type and check it; return it or raise ConfigError."""
+    table = knob_table() if table is None else table
+    if name not in table:
         raise ConfigError(
-            f"{where}unknown hyperparameter {name!r}{_suggest(name, FIELDS)} "
-            f"(known: {', '.join(FIELDS)})"
+            f"{where}unknown hyperparameter {name!r}{_suggest(name, table)} "
+            f"(known: {', '.join(table)})"
         )
-    f = FIELDS[name]
+    f = table[name].knob
     label = f"{where}{name}={value!r}"
     if f.kind is str:
         if not isinstance(value, str):
@@ -224,10 +300,18 @@ def check_value(name: str, value: Any, where: str = "") -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{label}: expected true or false ({f.doc})")
         return value
+    if f.kind is tuple:
+        if not isinstance(value, list | tuple) or not value:
+            raise ConfigError(f"{label}: expected a list of numbers, e.g. [0.5, 0.75] ({f.doc})")
+        return tuple(_check_number(f, float, item, label) for item in value)
+    return _check_number(f, f.kind, value, label)
+
+
+def _check_number(f: Knob, kind: type, value: Any, label: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{label}: expected a number ({f.doc}), allowed {_range_text(f)}")
-    if f.kind is int:
-        if float(value) != int(value):
+    if kind is int:
+        if not math.isfinite(value) or float(value) != int(value):
             raise ConfigError(f"{label}: expected a whole number ({f.doc})")
         value = int(value)
     else:
@@ -241,9 +325,83 @@ def check_value(name: str, value: Any, where: str = "") -> Any:
     return value
 
 
-def make_config(overrides: dict[str, Any] | None = None, where: str = "") -> dict[str, Any]:
-    """Defaults updated by `overrides`, every value checked. Unknown keys raise ConfigError."""
-    config = {name: f.default for name, f in FIELDS.items()}
-    for name, value in (overrides or {}).items():
-        config[name] = check_value(name, value, where)
-    return config
+class Config(Mapping):
+    """A resolved config: every knob the run reads, with the value it uses. Immutable."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]):
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a resolved Config is immutable; resolve a new one")
+
+    def __reduce__(self):
+        return (Config, (self._values,))
+
+    def __repr__(self) -> str:
+        return f"Config({self._values!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (lists for tuples): for JSON, YAML, Parquet and Tune."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._values.items()}
+
+
+def chosen_components(config: Mapping[str, Any]) -> dict[str, str]:
+    """slot -> the component `config` chooses (its value, or the slot's default)."""
+    return {slot: config.get(slot, FIELDS[slot].default) for slot in SLOTS}
+
+
+def make_config(overrides: Mapping[str, Any] | None = None, where: str = "") -> Config:
+    """Resolve a config: every override checked, defaults filled in for the general knobs and
+    for the knobs of the chosen components (model, optimizer, lr_schedule), nothing else.
+
+    Unknown keys raise ConfigError, and so does a knob that none of the chosen components
+    reads (naming the components that do).
+    """
+    table = knob_table()
+    overrides = dict(overrides or {})
+    checked = {name: check_value(name, value, where, table) for name, value in overrides.items()}
+    chosen = chosen_components(checked)
+    registries = slot_registries()
+    config = {name: checked.get(name, knob.default) for name, knob in FIELDS.items()}
+    for slot, component in chosen.items():
+        for name, knob in registries[slot].knobs_of(component).items():
+            config[name] = checked.get(name, knob.default)
+    for name, value in checked.items():
+        if name not in config:
+            row = table[name]
+            using = ", ".join(f"{slot}={chosen[slot]}" for slot in dict(row.readers))
+            raise ConfigError(
+                f"{where}{name}={value!r} is read only by {row.readers_text()}, not by the "
+                f"chosen {using}: remove {name}, or choose a component that reads it"
+            )
+    return Config(config)
+
+
+def unread_knobs(config: Mapping[str, Any]) -> list[str]:
+    """The knobs of `config` that none of its chosen components reads (for dropping them when
+    a config changes component, e.g. a re-evaluation that swaps the method)."""
+    table = knob_table()
+    chosen = chosen_components(config)
+    return [
+        name
+        for name in config
+        if name in table
+        and not table[name].general
+        and not any(chosen.get(slot) == component for slot, component in table[name].readers)
+    ]
+
+
+# A general knob has one definition too: a component that redeclares one must agree with it.
+for _name, _knob in FIELDS.items():
+    check_consistent(_name, _knob, "trainables/config.py FIELDS")

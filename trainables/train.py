@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from trainables.config import ConfigError, make_config
+from trainables.lr_schedules import LR_SCHEDULES
+from trainables.optimizers import OPTIMIZERS
 from trainables.datasets import DeviceDataset, load_dataset
 from trainables.flops import forward_flops
 from trainables.models import create_model
@@ -104,10 +106,9 @@ class Trainer:
         )
         self.steps_per_epoch = math.ceil(len(self.data.y_train) / c["batch_size"])
         self.total_steps = c["epochs"] * self.steps_per_epoch
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=c["lr"], momentum=c["momentum"],
-            nesterov=c["momentum"] > 0, weight_decay=c["weight_decay"],
-        )  # fmt: skip
+        self.optimizer_component = OPTIMIZERS.create(c["optimizer"], c)
+        self.optimizer = self.optimizer_component.build(self.model.parameters())
+        self.schedule = LR_SCHEDULES.create(c["lr_schedule"], c)
         try:
             self.sparse = self._create_sparse_training()
         except ValueError as error:  # a knob combination the method refuses: one clear line
@@ -136,7 +137,7 @@ class Trainer:
             generator=self.generator,
             steps_per_epoch=self.steps_per_epoch,
             input_shape=self.data.input_shape,
-            momentum=c["momentum"],
+            momentum=self.optimizer_component.gradient_momentum,  # SNFS's dense momentum
             **{knob: c[knob] for knob in SPARSE_KNOBS},
         )
 
@@ -144,8 +145,7 @@ class Trainer:
         return self.sparse.sparse_forward_flops()  # from the current masks
 
     def lr_at(self, step: int) -> float:
-        # Cosine decay to zero over the whole run.
-        return self.config["lr"] * 0.5 * (1 + math.cos(math.pi * step / self.total_steps))
+        return self.schedule.lr_at(step, self.total_steps, self.config["lr"])
 
     def train_epoch(self) -> float:
         self.model.train()

@@ -10,6 +10,10 @@ from torch import nn
 
 from trainables.config import ConfigError
 from trainables.models import register_model
+from trainables.registry import Knob
+
+DROPOUT = Knob(0.0, float, "dropout probability", low=0.0, high=1.0, high_open=True)
+CHANNELS = Knob(64, int, "cnn3, resnet18: filters of the first stage", low=1, high=1024)
 
 
 def _image_shape(model: str, input_shape) -> tuple[int, int, int]:
@@ -76,12 +80,12 @@ class CNN3(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("lenet5")
+@register_model("lenet5", {"dropout": DROPOUT})
 def lenet5(input_shape, num_classes, dropout: float = 0.0) -> nn.Module:
     return LeNet5(_image_shape("lenet5", input_shape), num_classes, dropout)
 
 
-@register_model("cnn3")
+@register_model("cnn3", {"dropout": DROPOUT, "channels": CHANNELS})
 def cnn3(input_shape, num_classes, dropout: float = 0.0, channels: int = 64) -> nn.Module:
     """Filters channels/2x/4x (64/128/256 by default)."""
     return CNN3(_image_shape("cnn3", input_shape), num_classes, dropout, channels)
@@ -148,7 +152,9 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-@register_model("resnet")
+@register_model(
+    "resnet", {"blocks": Knob(3, int, "resnet: basic blocks per stage (3: ResNet-20)", low=1, high=4)}
+)
 def resnet(input_shape, num_classes, blocks: int = 3) -> nn.Module:
     """CIFAR ResNet-(6 blocks + 2): stages of 16/32/64 filters with `blocks` basic blocks each
     (1: ResNet-8, 2: ResNet-14, 3: ResNet-20, 4: ResNet-26), option-A shortcuts."""
@@ -156,7 +162,7 @@ def resnet(input_shape, num_classes, blocks: int = 3) -> nn.Module:
     return ResNet(shape, num_classes, (16, 32, 64), (blocks,) * 3, stem=16, shortcut="A")
 
 
-@register_model("resnet18")
+@register_model("resnet18", {"channels": CHANNELS})
 def resnet18(input_shape, num_classes, channels: int = 64) -> nn.Module:
     """ResNet-18, CIFAR variant (3x3 stem, no max pool): stages of channels x 1/2/4/8
     (64/128/256/512 by default), 2 blocks each, 1x1-conv shortcuts."""
@@ -215,7 +221,14 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-@register_model("wrn")
+@register_model(
+    "wrn",
+    {
+        "wrn_depth": Knob(16, int, "wrn: depth, 6 n + 4 (16, 22, 28)", low=10, high=40),
+        "widen_factor": Knob(8, int, "wrn: width multiplier", low=1, high=16),
+        "dropout": DROPOUT,
+    },
+)
 def wrn(
     input_shape, num_classes, wrn_depth: int = 16, widen_factor: int = 8, dropout: float = 0.0
 ) -> nn.Module:
