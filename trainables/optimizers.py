@@ -57,7 +57,6 @@ class SGD(Optimizer):
         "momentum": Knob(0.9, float, "sgd: momentum", low=0.0, high=1.0, high_open=True),
         "nesterov": Knob(True, bool, "sgd: Nesterov momentum (plain SGD when momentum is 0)"),
     }
-    inert_knobs = {"nesterov": "no effect when momentum is 0 (torch needs momentum > 0)"}
 
     def build(self, params):
         import torch

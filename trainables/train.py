@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trainables.config import ConfigError, make_config
+from trainables.config import Config, ConfigError, make_config
 from trainables.lr_schedules import LR_SCHEDULES
 from trainables.optimizers import OPTIMIZERS
 from trainables.datasets import DeviceDataset, load_dataset
@@ -91,7 +91,7 @@ def rescale_sparse_init(weights: dict[str, torch.Tensor], masks: dict[str, torch
 
 class Trainer:
     def __init__(self, config: dict[str, Any], data: DeviceDataset | None = None):
-        self.config = make_config(config)
+        self.config = config if isinstance(config, Config) else make_config(config)
         c = self.config
         self.device = resolve_device(c["device"])
         torch.manual_seed(c["seed"])

@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class ParquetWriter(Callback):
         objectives: list[str],
         metadata: dict[str, str],
         metric_names: list[str] | None = None,
+        resolve_config: Callable[[dict[str, Any], SearchSpace], Any] | None = None,
     ):
         self.study_dir = Path(study_dir)
         self.study, self.kind, self.search_seed = study, kind, search_seed
@@ -74,6 +76,9 @@ class ParquetWriter(Callback):
         self.objectives = objectives
         self.metadata = metadata
         self.metric_names = metric_names  # None: every metric a custom trainable reports
+        # the built-in trainable's resolution (tuner.trainable.resolved_config): every knob
+        # the trial trained with, defaults included, becomes a `config/` column
+        self.resolve_config = resolve_config
         self._history: dict[str, dict[Any, dict[str, Any]]] = {}
 
     def metrics_of(self, result: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +137,7 @@ class ParquetWriter(Callback):
 
     def trial_row(self, trial, errored: bool) -> dict[str, Any]:
         result = trial.last_result or {}
-        config = self.space.resolve(trial.config)
+        config = self.trial_config(trial)
         row: dict[str, Any] = {
             "study": self.study,
             "kind": self.kind,
@@ -150,6 +155,16 @@ class ParquetWriter(Callback):
         # Where it ran: the node's IP as Tune reports it (the hostname when there is none).
         row["node"] = result.get("node_ip") or result.get("hostname")
         return row
+
+    def trial_config(self, trial) -> dict[str, Any]:
+        """What the trial trained with: the resolved config, or (for a custom trainable, or
+        a config the trainer refused) the suggested one with the space's conditions applied."""
+        if self.resolve_config is not None:
+            try:
+                return dict(self.resolve_config(trial.config, self.space).to_dict())
+            except ValueError:  # the trial reported this ConfigError as its error
+                pass
+        return self.space.resolve(trial.config)
 
     def _write(self, trial, errored: bool) -> None:
         row = self.trial_row(trial, errored)

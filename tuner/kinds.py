@@ -11,12 +11,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from results.aggregate import CONFIG_PREFIX, aggregate_over_seeds, with_config_id
 from results.pareto import non_dominated_layers
 from results.parquet import TRIALS, read_metadata, read_trials
 from search_spaces import SearchSpace
+from trainables.config import unread_knobs
 from tuner.searchers import ConfigListSearch, create_optuna_searcher, grid_configs
 from tuner.spec import EVALUATE_SPARSITIES, REPRODUCTION_SPARSITIES, SpecError, StudySpec
 
@@ -137,9 +139,22 @@ def _config_dict(row: pd.Series) -> dict[str, Any]:
             continue
         if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
             continue
+        if isinstance(value, np.ndarray):  # a list knob (milestones) reads back as an array
+            value = value.tolist()
         config[column.removeprefix(CONFIG_PREFIX)] = (
             value.item() if hasattr(value, "item") else value
         )
+    return config
+
+
+def _rebuilt(row: pd.Series, fixed: dict[str, Any], builtin: bool = True) -> dict[str, Any]:
+    """A recorded config (every knob it trained with, so today's defaults don't matter) with
+    the study's `fixed` values over it; knobs that no longer apply (fixed chose another
+    optimizer or model) are dropped, the fixed ones are kept (and refused when unread)."""
+    config = {**_config_dict(row), **fixed}
+    for name in unread_knobs(config) if builtin else ():
+        if name not in fixed:
+            del config[name]
     return config
 
 
@@ -168,7 +183,7 @@ def reevaluate_configs(spec: StudySpec) -> list[dict[str, Any]]:
     chosen = merged[(merged["layer"] >= 1) & (merged["layer"] <= spec.layers)]
     configs = []
     for _, row in chosen.iterrows():
-        config = {**_config_dict(row), **spec.fixed, **_full_train(spec)}
+        config = _rebuilt(row, {**spec.fixed, **_full_train(spec)}, spec.builtin)
         if spec.sparsities and config.get("method", "dense") != "dense":
             configs += [{**config, "sparsity": s} for s in spec.sparsities]
         else:
@@ -185,7 +200,7 @@ def evaluate_configs(spec: StudySpec) -> list[dict[str, Any]]:
     sparsities = spec.sparsities or list(EVALUATE_SPARSITIES)
     configs = []
     for _, row in best.iterrows():
-        base = {**_config_dict(row), **spec.fixed, **_full_train(spec)}
+        base = _rebuilt(row, {**spec.fixed, **_full_train(spec)}, spec.builtin)
         configs.append({**base, "method": "dense", "sparsity": 0.0})
         # a dense or static source config has no schedule: the literature defaults fill it
         dynamic = {**DYNAMIC_DEFAULTS, **base}

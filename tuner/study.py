@@ -277,6 +277,14 @@ def _metric_names(spec: StudySpec) -> list[str] | None:
     return list(METRICS) if spec.builtin else None  # None: whatever a custom trainable reports
 
 
+def _config_resolver(spec: StudySpec):
+    from tuner.trainable import resolved_config
+
+    if not spec.builtin:
+        return None  # a custom trainable's config is what it was given
+    return resolved_config
+
+
 def reconcile_with_experiment(study_dir: Path, experiment_dir: str, search_seed) -> int:
     """Drop Parquet rows of this search that Tune's restored experiment state doesn't know.
 
@@ -421,6 +429,7 @@ def run_study(
                             objectives,
                             metadata,
                             _metric_names(spec),
+                            _config_resolver(spec),
                         ),  # fmt: skip
                         ProgressReporter(
                             study_dir,

@@ -22,6 +22,7 @@ from typing import Any
 from ray import tune
 
 from search_spaces import SearchSpace
+from trainables.config import Config, make_config
 from trainables.datasets import DeviceDataset
 from trainables.train import Trainer
 
@@ -79,6 +80,13 @@ def restore_checkpoint(trainer: Trainer) -> bool:
     return True
 
 
+def resolved_config(config: dict[str, Any], space: SearchSpace) -> Config:
+    """The config a built-in trial trains with, resolved once: the space's conditions applied,
+    the chosen components' defaults filled in, frozen. The worker trains with it and the
+    driver's ParquetWriter records it (the same function of the same suggestion)."""
+    return make_config(space.resolve(config))
+
+
 def run_trial(
     config: dict[str, Any],
     space: SearchSpace,
@@ -92,7 +100,7 @@ def run_trial(
     loaded once by the driver and shared by every trial on a node.
     """
     try:
-        trainer = Trainer(space.resolve(config), data)
+        trainer = Trainer(resolved_config(config, space), data)
         restore_checkpoint(trainer)
     except Exception as error:  # the config's own error: report it, don't let Tune retry
         report_error(error)
