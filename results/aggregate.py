@@ -104,6 +104,15 @@ def with_config_id(df: pd.DataFrame, exclude: Iterable[str] = RUN_SPECIFIC) -> p
     return df.assign(**{CONFIG_ID: config_id(df, exclude)})
 
 
+def _hashable(column: pd.Series) -> pd.Series:
+    """List-valued config cells (e.g. `milestones`, read back as arrays) as tuples."""
+    if column.dtype != object:
+        return column
+    return column.map(
+        lambda v: tuple(np.asarray(v).tolist()) if isinstance(v, np.ndarray | list) else v
+    )
+
+
 def aggregate_over_seeds(
     df: pd.DataFrame,
     metrics: Iterable[str],
@@ -144,7 +153,7 @@ def aggregate_over_seeds(
         if isinstance(c, str)
         and c.startswith(CONFIG_PREFIX)
         and c not in keys
-        and (grouped[c].nunique(dropna=False) <= 1).all()
+        and (_hashable(df[c]).groupby(grouped.ngroup()).nunique(dropna=False) <= 1).all()
     ]
     if constant:
         result = grouped[constant].first().join(result)

@@ -103,9 +103,10 @@ def test_component_trains_one_epoch_and_round_trips_its_state(slot, name, digits
     restored = Trainer(config, data)
     restored.load_state_dict(torch.load(buffer, weights_only=True))
     if slot == "optimizer":
-        assert restored.optimizer.state_dict()["state"].keys() == trainer.optimizer.state_dict()[
-            "state"
-        ].keys()
+        assert (
+            restored.optimizer.state_dict()["state"].keys()
+            == trainer.optimizer.state_dict()["state"].keys()
+        )
     a, b = trainer.run_epoch(), restored.run_epoch()
     assert a["train_loss"] == b["train_loss"] and a["val_accuracy"] == b["val_accuracy"]
     assert trainer.lr_at(trainer.step) == restored.lr_at(restored.step)
@@ -141,7 +142,9 @@ def behaviour(slot: str, name: str, config) -> torch.Tensor:
     model.train()
     torch.manual_seed(1)
     out = model(torch.randn(4, *shape)).detach()
-    return torch.cat([out.flatten(), torch.tensor([float(sum(p.numel() for p in model.parameters()))])])
+    return torch.cat(
+        [out.flatten(), torch.tensor([float(sum(p.numel() for p in model.parameters()))])]
+    )
 
 
 @pytest.mark.parametrize(("slot", "name", "knob", "inert_reason"), list(knob_cases()))

@@ -198,7 +198,6 @@ FIELDS: dict[str, Field] = {
 }
 
 
-
 @dataclass(frozen=True)
 class KnobRow:
     """One row of the derived knob table: the knob and the components that read it."""
@@ -246,7 +245,10 @@ def format_knob_table(markdown: bool = False) -> str:
             (row.name, k.kind.__name__, str(default), allowed, row.readers_text() or "all", k.doc)
         )
     if markdown:
-        lines = ["| knob | type | default | allowed | read by | what |", "|---|---|---|---|---|---|"]
+        lines = [
+            "| knob | type | default | allowed | read by | what |",
+            "|---|---|---|---|---|---|",
+        ]
         lines += [
             "| `{}` | {} | {} | {} | {} | {} |".format(*(c.replace("|", "\\|") for c in r))
             for r in rows
@@ -386,6 +388,12 @@ def make_config(overrides: Mapping[str, Any] | None = None, where: str = "") -> 
                 f"chosen {using}: remove {name}, or choose a component that reads it"
             )
     return Config(config)
+
+
+def reading_slots(name: str, table: dict[str, KnobRow] | None = None) -> set[str]:
+    """The slots whose components read knob `name` (empty for a general knob)."""
+    table = knob_table() if table is None else table
+    return {slot for slot, _ in table[name].readers} if name in table else set()
 
 
 def unread_knobs(config: Mapping[str, Any]) -> list[str]:

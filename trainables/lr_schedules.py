@@ -38,9 +38,14 @@ class Step(LRSchedule):
 
     knobs = {
         "milestones": Knob(
-            (0.5, 0.75), tuple, "step: fractions of training where lr is multiplied by gamma",
-            low=0.0, high=1.0, low_open=True, high_open=True,
-        ),  # fmt: skip
+            (0.5, 0.75),
+            tuple,
+            "step: fractions of training where lr is multiplied by gamma",
+            low=0.0,
+            high=1.0,
+            low_open=True,
+            high_open=True,
+        ),
         "gamma": Knob(0.1, float, "step: lr factor at each milestone", low=0.0, high=1.0),
     }
 
@@ -55,9 +60,13 @@ class LinearWarmupCosine(LRSchedule):
 
     knobs = {
         "warmup_fraction": Knob(
-            0.05, float, "linear_warmup_cosine: fraction of training spent warming up",
-            low=0.0, high=1.0, high_open=True,
-        ),  # fmt: skip
+            0.05,
+            float,
+            "linear_warmup_cosine: fraction of training spent warming up",
+            low=0.0,
+            high=1.0,
+            high_open=True,
+        ),
     }
 
     def lr_at(self, step: int, total_steps: int, lr: float) -> float:

@@ -12,9 +12,7 @@ from typing import Any
 from trainables.registry import Component, Knob, Registry
 
 LR = Knob(0.1, float, "peak learning rate (the schedule scales it)", low=0.0, low_open=True)
-WEIGHT_DECAY = Knob(
-    5e-4, float, "weight decay (L2 in the gradient; decoupled for adamw)", low=0.0
-)
+WEIGHT_DECAY = Knob(5e-4, float, "weight decay (L2 in the gradient; decoupled for adamw)", low=0.0)
 BETA1 = Knob(0.9, float, "adam, adamw: first-moment decay", low=0.0, high=1.0, high_open=True)
 BETA2 = Knob(0.999, float, "adam, adamw: second-moment decay", low=0.0, high=1.0, high_open=True)
 EPS = Knob(1e-8, float, "adam, adamw: denominator term", low=0.0, low_open=True)

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from trainables.config import Config, ConfigError, make_config
-from trainables.lr_schedules import LR_SCHEDULES
-from trainables.optimizers import OPTIMIZERS
 from trainables.datasets import DeviceDataset, load_dataset
 from trainables.flops import forward_flops
+from trainables.lr_schedules import LR_SCHEDULES
 from trainables.models import create_model
+from trainables.optimizers import OPTIMIZERS
 from trainables.sparsity import create_sparse_training
 
 # Sparse-method knobs passed to create_sparse_training by their config names.

@@ -105,7 +105,7 @@ def reproduction_configs(spec: StudySpec) -> list[dict[str, Any]]:
             f"known: {', '.join(LITERATURE_DEFAULTS)}"
         )
     base = {"dataset": spec.dataset, **LITERATURE_DEFAULTS[spec.dataset], **SPARSE_DEFAULTS}
-    base.update(spec.fixed)
+    base = _without_unread({**base, **spec.fixed}, keep=spec.fixed)  # fixed: {optimizer: adam}
     sparsities = spec.sparsities or list(REPRODUCTION_SPARSITIES)
     configs = [{**base, "method": "dense", "sparsity": 0.0}]
     configs += [{**base, "method": m, "sparsity": s} for m in ("set", "rigl") for s in sparsities]
@@ -152,10 +152,14 @@ def _rebuilt(row: pd.Series, fixed: dict[str, Any], builtin: bool = True) -> dic
     the study's `fixed` values over it; knobs that no longer apply (fixed chose another
     optimizer or model) are dropped, the fixed ones are kept (and refused when unread)."""
     config = {**_config_dict(row), **fixed}
-    for name in unread_knobs(config) if builtin else ():
-        if name not in fixed:
-            del config[name]
-    return config
+    return _without_unread(config, keep=fixed) if builtin else config
+
+
+def _without_unread(config: dict[str, Any], keep) -> dict[str, Any]:
+    """`config` less the knobs its chosen components don't read, except those in `keep` (the
+    user's own, which stay so that the trial refuses them by name)."""
+    unread = set(unread_knobs(config)) - set(keep)
+    return {k: v for k, v in config.items() if k not in unread}
 
 
 def merged_configs(

@@ -15,7 +15,14 @@ from typing import Any
 import yaml
 
 from search_spaces import SearchSpace, SpaceError, load_space
-from trainables.config import FIELDS, ConfigError, check_value
+from trainables.config import (
+    ConfigError,
+    check_value,
+    chosen_components,
+    knob_table,
+    make_config,
+    reading_slots,
+)
 from trainables.train import METRICS
 
 KINDS = ("optimize", "random", "reproduction", "reevaluate", "evaluate")
@@ -104,7 +111,7 @@ TOP_KEYS = {f for f in StudySpec.__dataclass_fields__ if f not in ("source", "so
 def _unknown(key: str, allowed, where: str) -> SpecError:
     close = difflib.get_close_matches(key, list(allowed), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    if where == "" and key in FIELDS:
+    if where == "" and key in knob_table():
         hint = f"; hyperparameters go under 'fixed:' (fixed: {{{key}: ...}}) or in the search space"
     return SpecError(f"unknown key {where + key!r}{hint} (allowed: {', '.join(sorted(allowed))})")
 
@@ -303,6 +310,13 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
             spec.fixed[key] = check_value(key, value, "fixed.")
         for i, value in enumerate(spec.sparsities):
             spec.sparsities[i] = check_value("sparsity", value, f"sparsities[{i}]: ")
+        searched = set(spec.load_space().parameters) if searching else set()
+        # a pinned knob must be read by the pinned (or default) components: `fixed:
+        # {optimizer: adam, momentum: 0.5}` fails here, naming the components that read it
+        make_config(
+            {k: v for k, v in spec.trial_defaults().items() if not reading_slots(k) & searched},
+            where="fixed.",
+        )
         if searching:
             space = spec.load_space()
             if space.trainable is not None:
@@ -311,6 +325,7 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
                     f"{space.trainable}; set trainable: {space.trainable} or use another space"
                 )
             space.check(check_value)
+            check_space_reads(spec, space)
             if not set(space.parameters) - set(spec.trial_defaults()):
                 raise SpecError(
                     f"the search space is empty: every parameter of space={spec.space!r} is "
@@ -320,6 +335,25 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
     except (ConfigError, SpaceError) as err:
         raise SpecError(str(err)) from None
     return spec
+
+
+def check_space_reads(spec: StudySpec, space: SearchSpace) -> None:
+    """A searched knob must be read by some trial: when the component that reads it is not
+    searched, the pinned (or default) one must read it."""
+    table = knob_table()
+    defaults = spec.trial_defaults()
+    chosen = chosen_components(defaults)
+    for name in space.parameters:
+        slots = reading_slots(name, table)
+        if name in defaults or not slots or slots & set(space.parameters):
+            continue
+        if not any(chosen[slot] == component for slot, component in table[name].readers):
+            using = ", ".join(f"{slot}={chosen[slot]}" for slot in sorted(slots))
+            raise SpecError(
+                f"search space {space.name!r}: {name} is read only by "
+                f"{table[name].readers_text()}, but every trial uses {using}: remove {name} "
+                f"from the space, or search or fix a component that reads it"
+            )
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudySpec:

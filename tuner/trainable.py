@@ -22,7 +22,7 @@ from typing import Any
 from ray import tune
 
 from search_spaces import SearchSpace
-from trainables.config import Config, make_config
+from trainables.config import Config, make_config, unread_knobs
 from trainables.datasets import DeviceDataset
 from trainables.train import Trainer
 
@@ -83,8 +83,16 @@ def restore_checkpoint(trainer: Trainer) -> bool:
 def resolved_config(config: dict[str, Any], space: SearchSpace) -> Config:
     """The config a built-in trial trains with, resolved once: the space's conditions applied,
     the chosen components' defaults filled in, frozen. The worker trains with it and the
-    driver's ParquetWriter records it (the same function of the same suggestion)."""
-    return make_config(space.resolve(config))
+    driver's ParquetWriter records it (the same function of the same suggestion).
+
+    Conditions generated from the registries: a searched knob that none of the chosen
+    components reads (`momentum` in a trial that drew `optimizer: adam`) is inactive, as if
+    the space said `when: "optimizer == sgd"`; a fixed one is an error (caught by the spec)."""
+    resolved = space.resolve(config)
+    for name in unread_knobs(resolved):
+        if name in space.parameters:
+            del resolved[name]
+    return make_config(resolved)
 
 
 def run_trial(

@@ -153,7 +153,8 @@ class ResNet(nn.Module):
 
 
 @register_model(
-    "resnet", {"blocks": Knob(3, int, "resnet: basic blocks per stage (3: ResNet-20)", low=1, high=4)}
+    "resnet",
+    {"blocks": Knob(3, int, "resnet: basic blocks per stage (3: ResNet-20)", low=1, high=4)},
 )
 def resnet(input_shape, num_classes, blocks: int = 3) -> nn.Module:
     """CIFAR ResNet-(6 blocks + 2): stages of 16/32/64 filters with `blocks` basic blocks each
