@@ -9,6 +9,8 @@ import optuna
 import pytest
 
 from search_spaces import load_space, parse_parameter
+from trainables.config import ConfigError
+from tuner.search_algorithms import SEARCHERS
 from tuner.searchers import (
     ConfigListSearch,
     LatinHypercubeSampler,
@@ -18,7 +20,7 @@ from tuner.searchers import (
     objective_values,
     parse_constraint,
 )
-from tuner.spec import SearchConfig, SpecError
+from tuner.spec import SearchConfig, SpecError, parse_spec
 
 
 @pytest.mark.parametrize("n", [1, 5, 16, 50])
@@ -113,7 +115,7 @@ def test_constraints_follow_optunas_sign_convention():
         {"inference_flops": 4e4, "density": 0.2}, ["inference_flops <= 5e4", "density >= 0.3"]
     )
     assert values[0] < 0 < values[1]  # the first holds, the second does not
-    with pytest.raises(SpecError, match="not understood"):
+    with pytest.raises(ConfigError, match="not understood"):  # (the spec raises a SpecError)
         parse_constraint("flops < 5")
 
 
@@ -131,3 +133,64 @@ def test_constraints_follow_optunas_sign_convention():
 )
 def test_objective_values_refuse_bad_results(result, values):
     assert objective_values(result, ["a", "b"]) == values
+
+
+@pytest.mark.parametrize("algorithm", list(SEARCHERS))
+def test_every_registered_search_algorithm_builds_from_a_spec(algorithm):
+    """Each algorithm of the registry, from a spec's `search:` with its own settings: an
+    Optuna sampler that suggests in the space, or a design of configs."""
+    cls = SEARCHERS[algorithm]
+    body = {
+        "name": "s", "objectives": {"val_error": "min"}, "trials": 4,
+        "search": {"algorithm": algorithm, **{k: knob.default for k, knob in cls.knobs.items()}},
+    }  # fmt: skip
+    if algorithm == "grid":
+        body["fixed"] = {k: 0.01 for k in ("lr", "weight_decay", "sparsity")}
+        body["fixed"].update(update_interval=10, depth=1, width=16)
+    spec = parse_spec(body)
+    assert spec.search.algorithm == algorithm
+    component = SEARCHERS.create(algorithm, spec.search.settings)
+    space = load_space("mlp")
+    if cls.config_list:
+        design = component.design(space, 4, 0, set(spec.fixed))
+        assert design and all("method" in point for point in design)
+    else:
+        sampler = create_sampler(spec.search, seed=0, space=space)
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(lambda t: t.suggest_float("lr", 1e-3, 0.5, log=True), n_trials=2)
+        assert len(study.trials) == 2
+
+
+def test_search_settings_are_checked_against_the_chosen_algorithm():
+    body = {"name": "s", "objectives": {"val_error": "min"}, "trials": 4}
+    with pytest.raises(SpecError, match=r"search.population_size=16 is read only by .*nsga2"):
+        parse_spec({**body, "search": {"algorithm": "tpe", "population_size": 16}})
+    with pytest.raises(SpecError, match=r"search.population_size=1 is out of range"):
+        parse_spec({**body, "search": {"population_size": 1}})
+    with pytest.raises(SpecError, match="unknown key 'search.popsize'"):
+        parse_spec({**body, "search": {"popsize": 8}})
+    with pytest.raises(SpecError, match="not available; allowed: nsga2, tpe"):
+        parse_spec({**body, "search": {"algorithm": "cmaes"}})
+    with pytest.raises(SpecError, match="only the nsga2, tpe, gp searches take constraints"):
+        parse_spec({**body, "search": {"algorithm": "random", "constraints": ["density <= 1"]}})
+    spec = parse_spec({**body, "search": {"mutation_prob": None, "crossover_prob": 1}})
+    assert spec.search.mutation_prob is None and spec.search.crossover_prob == 1.0
+
+
+def test_nsga2_initial_sampler_hook_still_exists_in_optuna():
+    """The one private Optuna API we use (tuner.searchers.set_initial_sampler): NSGA-II's
+    generation-0 sampler. If Optuna renames it, this fails and says where to look."""
+    from tuner.searchers import set_initial_sampler
+
+    sampler = optuna.samplers.NSGAIISampler(population_size=4, seed=0)
+    assert isinstance(getattr(sampler, "_random_sampler", None), optuna.samplers.BaseSampler), (
+        f"optuna {optuna.__version__} changed NSGAIISampler._random_sampler: update "
+        "tuner.searchers.set_initial_sampler"
+    )
+    design = [{"x": 0.123}, {"x": 0.456}, {"x": 0.789}, {"x": 0.321}]
+    set_initial_sampler(sampler, LatinHypercubeSampler(design, seed=0))
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=4)
+    assert [t.params["x"] for t in study.trials] == [0.123, 0.456, 0.789, 0.321]
+    with pytest.raises(RuntimeError, match="no _random_sampler"):
+        set_initial_sampler(optuna.samplers.RandomSampler(), None)

@@ -69,8 +69,10 @@ class Component:
 class Registry:
     """Components of one slot by name. `register(name)` is the class decorator."""
 
-    def __init__(self, slot: str, doc: str, base: type = Component):
+    def __init__(self, slot: str, doc: str, base: type = Component, namespace: str = ""):
         self.slot = slot
+        # knobs of one namespace share one definition per name; "" holds the hyperparameters
+        self.namespace = namespace
         self.doc = doc
         self.base = base
         self.components: dict[str, Any] = {}
@@ -92,7 +94,7 @@ class Registry:
         for knob_name, knob in knobs.items():
             if not isinstance(knob, Knob):
                 raise RegistryError(f"{self.slot} {name!r}: knob {knob_name!r} is not a Knob")
-            check_consistent(knob_name, knob, f"{self.slot} {name!r}")
+            check_consistent(knob_name, knob, f"{self.slot} {name!r}", self.namespace)
         self.components[name] = component
         self.component_knobs[name] = knobs
         _ALL_REGISTRIES.setdefault(self.slot, self)
@@ -101,8 +103,9 @@ class Registry:
         """Unregister `name` (for tests that register a throwaway component)."""
         self.components.pop(name, None)
         for knob_name in self.component_knobs.pop(name, {}):
-            if _DECLARATIONS.get(knob_name, (None, ""))[1] == f"{self.slot} {name!r}":
-                _DECLARATIONS.pop(knob_name)
+            key = (self.namespace, knob_name)
+            if _DECLARATIONS.get(key, (None, ""))[1] == f"{self.slot} {name!r}":
+                _DECLARATIONS.pop(key)
 
     def knobs_of(self, name: str) -> dict[str, Knob]:
         return dict(self.component_knobs[name])
@@ -139,15 +142,15 @@ class Registry:
 
 
 # Every knob declared anywhere (registries and the general table), for the import-time check.
-_DECLARATIONS: dict[str, tuple[Knob, str]] = {}
+_DECLARATIONS: dict[tuple[str, str], tuple[Knob, str]] = {}
 _ALL_REGISTRIES: dict[str, Registry] = {}
 
 
-def check_consistent(name: str, knob: Knob, where: str) -> None:
+def check_consistent(name: str, knob: Knob, where: str, namespace: str = "") -> None:
     """Fail when `name` was declared before with another default, type or range."""
-    earlier = _DECLARATIONS.get(name)
+    earlier = _DECLARATIONS.get((namespace, name))
     if earlier is None:
-        _DECLARATIONS[name] = (knob, where)
+        _DECLARATIONS[(namespace, name)] = (knob, where)
         return
     if not earlier[0].same_declaration(knob):
         raise RegistryError(

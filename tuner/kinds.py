@@ -19,7 +19,8 @@ from results.pareto import non_dominated_layers
 from results.parquet import TRIALS, read_metadata, read_trials
 from search_spaces import SearchSpace
 from trainables.config import unread_knobs
-from tuner.searchers import ConfigListSearch, create_optuna_searcher, grid_configs
+from tuner.search_algorithms import SEARCHERS
+from tuner.searchers import ConfigListSearch, create_optuna_searcher
 from tuner.spec import EVALUATE_SPARSITIES, REPRODUCTION_SPARSITIES, SpecError, StudySpec
 
 NO_SPACE = SearchSpace("none", {})
@@ -79,13 +80,9 @@ def _search(spec: StudySpec, seed: int) -> Search:
     defaults = spec.trial_defaults()
     fixed = set(defaults)
     label = f"search-seed-{seed}"
-    algorithm = spec.search.algorithm
-    if algorithm in ("lhs", "grid"):
-        design = (
-            space.latin_hypercube(spec.trials, seed, exclude=fixed)
-            if algorithm == "lhs"
-            else grid_configs(space, exclude=fixed)
-        )
+    algorithm = SEARCHERS.create(spec.search.algorithm, spec.search.settings or vars(spec.search))
+    if algorithm.config_list:  # lhs, grid: the configs are known up front
+        design = algorithm.design(space, spec.trials, seed, fixed)
         configs = [{**defaults, **point} for point in design]
         return Search(label, seed, ConfigListSearch(configs), len(configs), {}, space)
     searcher = create_optuna_searcher(spec.search, spec.objectives, seed, space, exclude=fixed)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import math
 import pickle
-import re
 from typing import Any
 
 import optuna
@@ -24,10 +23,11 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import SearchSpace
+from tuner.search_algorithms import SEARCHERS, parse_constraint
 from tuner.spec import SearchConfig, SpecError
 
 CONSTRAINT_ATTR = "sparsetune.constraints"  # user attr holding c <= 0 (feasible) per constraint
-_CONSTRAINT = re.compile(r"^\s*(\w+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
+__all__ = ["parse_constraint"]  # (re-exported: its home is tuner.search_algorithms)
 
 
 def objective_values(result: dict[str, Any] | None, metrics: list[str]) -> list[float] | None:
@@ -43,17 +43,6 @@ def objective_values(result: dict[str, Any] | None, metrics: list[str]) -> list[
             return None
         values.append(float(value))
     return values
-
-
-def parse_constraint(text: str) -> tuple[str, str, float]:
-    """'inference_flops <= 5e4' -> (metric, op, bound)."""
-    match = _CONSTRAINT.match(str(text))
-    if not match:
-        raise SpecError(
-            f"search.constraints: {text!r} not understood; write e.g. 'inference_flops <= 5e4'"
-        )
-    metric, op, bound = match.groups()
-    return metric, op, float(bound)
 
 
 def constraint_values(result: dict[str, Any], constraints: list[str]) -> list[float]:
@@ -137,33 +126,30 @@ class LatinHypercubeSampler(optuna.samplers.BaseSampler):
         self._random.reseed_rng()
 
 
+def set_initial_sampler(sampler: optuna.samplers.NSGAIISampler, initial) -> None:
+    """Make `initial` draw NSGA-II's generation 0 (and its independent samples).
+
+    Optuna has no public hook for this: NSGAIISampler keeps the sampler it draws generation 0
+    with in the private `_random_sampler` (Optuna 3.x-4.x). This is the one place that
+    touches it; tests/test_searchers.py fails loudly when Optuna renames or drops it.
+    """
+    if not isinstance(getattr(sampler, "_random_sampler", None), optuna.samplers.BaseSampler):
+        raise RuntimeError(
+            f"optuna {optuna.__version__}: NSGAIISampler has no _random_sampler any more; "
+            "search.init=lhs needs tuner.searchers.set_initial_sampler updated"
+        )
+    sampler._random_sampler = initial
+
+
 def create_sampler(
     search: SearchConfig, seed: int, space: SearchSpace | None = None, exclude=()
 ) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of the spec's search algorithm (a registered SearchAlgorithm)."""
+    algorithm = SEARCHERS.create(search.algorithm, search.settings or vars(search))
+    if algorithm.config_list:
+        raise ValueError(f"search.algorithm={search.algorithm!r} has no Optuna sampler")
     constraints_func = stored_constraints if search.constraints else None
-    if search.algorithm == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(
-            population_size=search.population_size,
-            crossover_prob=search.crossover_prob,
-            mutation_prob=search.mutation_prob,
-            swapping_prob=search.swapping_prob,
-            seed=seed,
-            constraints_func=constraints_func,
-        )
-        if search.init == "lhs" and space is not None:
-            # Generation 0 is drawn by the sampler's independent sampler: make it the design.
-            design = space.latin_hypercube(search.population_size, seed, exclude)
-            sampler._random_sampler = LatinHypercubeSampler(design, seed)
-        return sampler
-    if search.algorithm == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, constraints_func=constraints_func
-        )
-    if search.algorithm == "gp":
-        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints_func)
-    if search.algorithm == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"search.algorithm={search.algorithm!r} has no Optuna sampler")
+    return algorithm.sampler(seed, space, exclude, constraints_func)
 
 
 def create_optuna_searcher(

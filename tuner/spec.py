@@ -24,9 +24,10 @@ from trainables.config import (
     reading_slots,
 )
 from trainables.train import METRICS
+from tuner.search_algorithms import SEARCHERS, parse_constraint, search_settings
 
 KINDS = ("optimize", "random", "reproduction", "reevaluate", "evaluate")
-ALGORITHMS = ("nsga2", "tpe", "gp", "random", "lhs", "grid")
+ALGORITHMS = tuple(SEARCHERS)
 SEARCHING_KINDS = ("optimize", "random")  # the kinds that search a space
 FROM_KINDS = ("reevaluate", "evaluate")  # the kinds that select configs from finished studies
 BUILTIN_TRAINABLE = "trainables.train"
@@ -44,15 +45,27 @@ class SpecError(ConfigError):
     """A bad study spec."""
 
 
+_NSGA2 = SEARCHERS["nsga2"].knobs  # (the settings' one definition: tuner/search_algorithms.py)
+
+
 @dataclass
 class SearchConfig:
+    """The spec's `search:`, validated against the chosen algorithm's declared settings."""
+
     algorithm: str = "nsga2"
-    population_size: int = 8
-    crossover_prob: float = 0.9
-    mutation_prob: float | None = None  # Optuna's default: 1 / number of parameters
-    swapping_prob: float = 0.5
-    init: str | None = None  # "lhs": NSGA-II's first generation is a Latin-hypercube design
+    population_size: int = _NSGA2["population_size"].default
+    crossover_prob: float = _NSGA2["crossover_prob"].default
+    mutation_prob: float | None = _NSGA2["mutation_prob"].default  # None: 1 / n parameters
+    swapping_prob: float = _NSGA2["swapping_prob"].default
+    init: str | None = _NSGA2["init"].default  # lhs: NSGA-II's generation 0 is a design
     constraints: list[str] = field(default_factory=list)  # e.g. ["inference_flops <= 5e4"]
+    # every setting of the chosen algorithm (a new algorithm's own settings live only here)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> SearchConfig:
+        named = {k: v for k, v in settings.items() if k in cls.__dataclass_fields__}
+        return cls(**named, settings=dict(settings))
 
 
 @dataclass
@@ -210,27 +223,16 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
         if mode not in MODES:
             raise SpecError(f"objectives.{metric}={mode!r}: allowed min, max")
 
-    search = _sub(SearchConfig, body.get("search"), "search")
-    if kind == "random":  # shorthand: an unbiased Latin-hypercube sample of the space
-        search.algorithm = "lhs"
-    if search.algorithm not in ALGORITHMS:
-        raise SpecError(f"search.algorithm={search.algorithm!r}: allowed {', '.join(ALGORITHMS)}")
-    _positive_int(search.population_size, "search.population_size", 2)
-    for prob in ("crossover_prob", "mutation_prob", "swapping_prob"):
-        value = getattr(search, prob)
-        if value is not None and not (isinstance(value, int | float) and 0 <= value <= 1):
-            raise SpecError(f"search.{prob}={value!r}: expected a probability in [0, 1]")
-    if search.init not in (None, "lhs"):
-        raise SpecError(f"search.init={search.init!r}: allowed lhs (or leave it out)")
-    if search.init and search.algorithm != "nsga2":
-        raise SpecError("search.init: lhs seeds NSGA-II's first generation; use algorithm: nsga2")
-    if not isinstance(search.constraints, list):
-        raise SpecError(f"search.constraints={search.constraints!r}: expected a list of strings")
-    if search.constraints and search.algorithm not in ("nsga2", "tpe", "gp"):
-        raise SpecError("search.constraints: only the nsga2, tpe and gp searches take constraints")
+    search_body = body.get("search") or {}
+    if not isinstance(search_body, dict):
+        raise SpecError(f"search: expected a mapping, got {search_body!r}")
+    # kind random is shorthand for an unbiased Latin-hypercube sample of the space
+    algorithm = "lhs" if kind == "random" else search_body.get("algorithm", "nsga2")
+    try:
+        search = SearchConfig.from_settings(search_settings(search_body, algorithm))
+    except ConfigError as err:
+        raise SpecError(str(err)) from None
     for text in search.constraints:
-        from tuner.searchers import parse_constraint  # late: searchers import this module
-
         metric, _, _ = parse_constraint(text)
         if builtin and metric not in METRICS:
             raise _unknown(metric, METRICS, "search.constraints: ")
