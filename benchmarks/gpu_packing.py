@@ -114,7 +114,7 @@ def run(args) -> Section:
     import ray
 
     from trainables.datasets import load_dataset
-    from tuner.study import init_ray
+    from tuner.ray_session import init_ray
 
     packings = [1, 2] if args.cpu_smoke else args.packings
     epochs = 2 if args.quick or args.cpu_smoke else args.epochs

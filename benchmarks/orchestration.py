@@ -340,7 +340,8 @@ def run(args) -> Section:
     import ray
 
     from trainables.datasets import load_dataset
-    from tuner.study import TUNE_ENV, init_ray
+    from tuner.ray_session import init_ray
+    from tuner.study import TUNE_ENV
     from tuner.trainable import CHECKPOINT_EVERY_S
 
     quick = args.quick

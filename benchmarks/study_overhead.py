@@ -49,7 +49,7 @@ def timed_study(storage: str, name: str, trials: int, reuse_actors: bool) -> flo
 def run(args) -> Section:
     import ray
 
-    from tuner.study import init_ray
+    from tuner.ray_session import init_ray
 
     trials = 4 if args.quick else args.trials
     init_ray(dashboard=False)

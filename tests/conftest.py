@@ -8,7 +8,7 @@ def local_ray():
     """One real local Ray for the whole test session (loopback only, no dashboard)."""
     import ray
 
-    from tuner.study import init_ray
+    from tuner.ray_session import init_ray
 
     init_ray(dashboard=False)
     yield ray

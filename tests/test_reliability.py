@@ -476,7 +476,8 @@ import json, os, re, subprocess
 import ray
 from ray._raylet import AuthenticationMode, get_authentication_mode
 from tuner.spec import load_spec
-from tuner.study import init_ray, provenance
+from tuner.ray_session import init_ray
+from tuner.study import provenance
 
 init_ray(dashboard=True)
 ray.get(ray.remote(lambda: 1).remote())  # a worker process too

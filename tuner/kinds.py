@@ -7,16 +7,14 @@ goes through Ray Tune and writes the same Parquet.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from results.aggregate import CONFIG_PREFIX, aggregate_over_seeds, with_config_id
-from results.pareto import non_dominated_layers
-from results.parquet import TRIALS, read_metadata, read_trials
+from results import selection
+from results.selection import merged_configs  # noqa: F401  (tests and callers import it here)
+from results.study import ResultsError
 from search_spaces import SearchSpace
 from trainables.config import unread_knobs
 from tuner.search_algorithms import SEARCHERS
@@ -111,44 +109,17 @@ def reproduction_configs(spec: StudySpec) -> list[dict[str, Any]]:
 
 def source_trials(spec: StudySpec) -> tuple[pd.DataFrame, dict[str, str]]:
     """The completed trials of the `from` studies, merged, and the objectives they agree on."""
-    dirs = []
-    objectives: dict[str, str] | None = None
-    for name in spec.sources:
-        study_dir = spec.study_dir.parent / name
-        if not (study_dir / TRIALS).exists():
-            raise SpecError(f"from: study {name!r} not found (looked for {study_dir / TRIALS})")
-        meta = json.loads(read_metadata(study_dir / TRIALS).get("sparsetune.objectives", "{}"))
-        if objectives is not None and meta != objectives:
-            raise SpecError(f"from: studies disagree on objectives ({objectives} vs {meta})")
-        objectives = meta
-        dirs.append(study_dir)
-    trials = read_trials(dirs)
-    trials = trials[trials["status"] == "completed"]
-    if trials.empty:
-        raise SpecError(f"from: no completed trials in {', '.join(spec.sources)}")
-    return trials, objectives or {}
-
-
-def _config_dict(row: pd.Series) -> dict[str, Any]:
-    config = {}
-    for column, value in row.items():
-        if not column.startswith(CONFIG_PREFIX) or column == "config/seed":
-            continue
-        if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
-            continue
-        if isinstance(value, np.ndarray):  # a list knob (milestones) reads back as an array
-            value = value.tolist()
-        config[column.removeprefix(CONFIG_PREFIX)] = (
-            value.item() if hasattr(value, "item") else value
-        )
-    return config
+    try:
+        return selection.source_trials(spec.study_dir.parent, spec.sources)
+    except ResultsError as err:
+        raise SpecError(str(err)) from None
 
 
 def _rebuilt(row: pd.Series, fixed: dict[str, Any], builtin: bool = True) -> dict[str, Any]:
     """A recorded config (every knob it trained with, so today's defaults don't matter) with
     the study's `fixed` values over it; knobs that no longer apply (fixed chose another
     optimizer or model) are dropped, the fixed ones are kept (and refused when unread)."""
-    config = {**_config_dict(row), **fixed}
+    config = {**selection.config_dict(row), **fixed}
     return _without_unread(config, keep=fixed) if builtin else config
 
 
@@ -157,18 +128,6 @@ def _without_unread(config: dict[str, Any], keep) -> dict[str, Any]:
     user's own, which stay so that the trial refuses them by name)."""
     unread = set(unread_knobs(config)) - set(keep)
     return {k: v for k, v in config.items() if k not in unread}
-
-
-def merged_configs(
-    trials: pd.DataFrame, objectives: dict[str, str], extra: tuple[str, ...] = ()
-) -> pd.DataFrame:
-    """One row per distinct config (over search seeds) with its objectives (and `extra`
-    metrics) averaged, and its non-dominated layer over those averages."""
-    metrics = list(objectives) + [m for m in extra if m not in objectives]
-    means = aggregate_over_seeds(with_config_id(trials), metrics)
-    averaged = means.rename(columns={f"{m}_mean": m for m in metrics})
-    averaged["layer"] = non_dominated_layers(averaged, objectives).to_numpy()
-    return averaged
 
 
 def _full_train(spec: StudySpec) -> dict[str, Any]:
@@ -180,7 +139,7 @@ def reevaluate_configs(spec: StudySpec) -> list[dict[str, Any]]:
     """The first `layers` layers, retrained on train+val and scored on test, per seed (and per
     sparsity when `sparsities` is given: sparse configs take each, dense ones run once)."""
     trials, objectives = source_trials(spec)
-    merged = merged_configs(trials, objectives)
+    merged = selection.merged_configs(trials, objectives)
     chosen = merged[(merged["layer"] >= 1) & (merged["layer"] <= spec.layers)]
     configs = []
     for _, row in chosen.iterrows():
@@ -195,7 +154,7 @@ def reevaluate_configs(spec: StudySpec) -> list[dict[str, Any]]:
 def evaluate_configs(spec: StudySpec) -> list[dict[str, Any]]:
     """The `top` most accurate layer-1 configs, each as dense plus SET and RigL at 8 sparsities."""
     trials, objectives = source_trials(spec)
-    merged = merged_configs(trials, objectives, extra=("val_accuracy",))
+    merged = selection.merged_configs(trials, objectives, extra=("val_accuracy",))
     layer1 = merged[merged["layer"] == 1]
     best = layer1.sort_values("val_accuracy", ascending=False).head(spec.top)
     sparsities = spec.sparsities or list(EVALUATE_SPARSITIES)
