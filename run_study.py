@@ -35,6 +35,20 @@ def parse_assignments(assignments: list[str]) -> dict:
     return values
 
 
+class KnobHelpParser(argparse.ArgumentParser):
+    """`train --help` ends with the knob table, derived from the registries when asked for
+    (building it imports the model registry, so the other commands don't pay for it)."""
+
+    def format_help(self) -> str:
+        from trainables.config import format_knob_table
+
+        self.epilog = (
+            "hyperparameters (--set NAME=VALUE; a knob is read only by the components named "
+            "in 'read by'):\n" + format_knob_table()
+        )
+        return super().format_help()
+
+
 def print_result(spec, result, seconds: float) -> None:
     from results.tables import format_table
 
@@ -208,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train one configuration in-process, without Ray",
         description="Train one configuration in this process (no Ray) and print its metrics: "
         "the way to debug a config.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    train.__class__ = KnobHelpParser  # (add_parser takes no parser class of its own)
     train.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a hyperparameter (repeatable): --set method=rigl --set sparsity=0.9",

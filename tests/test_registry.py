@@ -230,6 +230,17 @@ def test_knob_table_is_derived_from_the_registries():
     markdown = format_knob_table(markdown=True)
     assert markdown.count("\n") == len(table) + 1
     assert "| `beta1` | float | 0.9 | [0, 1) | optimizer adam, adamw |" in markdown
+    assert "| `milestones` | list | 0.5,0.75 | (0, 1) | lr_schedule step |" in markdown
+
+
+def test_train_help_lists_every_knob():
+    import run_study
+
+    parser = run_study.build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    text = train.format_help()
+    assert "momentum" in text and "read by optimizer sgd" in text
+    assert all(name in text for name in knob_table())
 
 
 def test_knobs_not_yet_owned_by_a_component():

@@ -234,16 +234,15 @@ def format_knob_table(markdown: bool = False) -> str:
     for row in knob_table().values():
         k = row.knob
         allowed = (
-            "|".join(k.choices or _registry_choices(row.name) or ())
+            "|".join(k.choices or _registry_choices(row.name) or ("any text",))
             if k.kind is str
             else _range_text(k)
             if k.kind in (int, float, tuple)
             else "true|false"
         )
         default = ",".join(f"{x:g}" for x in k.default) if k.kind is tuple else k.default
-        rows.append(
-            (row.name, k.kind.__name__, str(default), allowed, row.readers_text() or "all", k.doc)
-        )
+        kind = "list" if k.kind is tuple else k.kind.__name__
+        rows.append((row.name, kind, str(default), allowed, row.readers_text() or "all", k.doc))
     if markdown:
         lines = [
             "| knob | type | default | allowed | read by | what |",
