@@ -1,4 +1,5 @@
-"""Run a study: Ray Tune over the spec's space, one search per seed, then the Pareto layers."""
+"""Run a study: Ray Tune over the spec's space, one search per seed; the Ray session is
+tuner/ray_session.py's, the layers and summaries are results/study_outputs.py's."""
 
 from __future__ import annotations
 
@@ -12,15 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from results.pareto import with_layers
-from results.parquet import PARETO, TRIALS, read_table, write_table_atomic
-from results.plots import plot_pareto_front
+from results.parquet import TRIALS, read_table, write_table_atomic
+from results.study_outputs import write_study_outputs
 from search_spaces import SearchSpace
 from trainables.config import ConfigError
 from tuner.ray_session import init_ray
 from tuner.spec import StudySpec
-
-PARETO_PNG = "pareto.png"
 
 
 class StudyExistsError(ConfigError):
@@ -152,20 +150,6 @@ def prepare_study_dir(spec: StudySpec, overwrite: bool) -> Path:
     return study_dir
 
 
-def compute_pareto(
-    study_dir: Path, objectives: dict[str, str], title: str
-) -> tuple[pd.DataFrame, pd.DataFrame, Path | None]:
-    """Layers over the completed trials; writes pareto.parquet and the front's PNG."""
-    trials = read_table(study_dir / TRIALS) if (study_dir / TRIALS).exists() else pd.DataFrame()
-    completed = trials[trials["status"] == "completed"] if len(trials) else trials
-    if completed.empty:
-        return trials, completed, None
-    pareto = with_layers(completed, objectives)
-    write_table_atomic(pareto, study_dir / PARETO)
-    plot = plot_pareto_front(pareto, objectives, study_dir / PARETO_PNG, title=title)
-    return trials, pareto, plot
-
-
 def _trainable(spec: StudySpec, space: SearchSpace, data, checkpoint_every_s: float | None = None):
     from ray import tune
 
@@ -201,8 +185,6 @@ def reconcile_with_experiment(study_dir: Path, experiment_dir: str, search_seed)
     old row would be counted twice. Returns the number of rows dropped.
     """
     from ray.tune import ExperimentAnalysis
-
-    from results.parquet import write_table_atomic
 
     known = {t.trial_id for t in ExperimentAnalysis(experiment_dir).trials}
     path = study_dir / TRIALS
@@ -359,27 +341,11 @@ def run_study(
                 ),
             )
         tuner.fit()
-    trials, pareto, plot = compute_pareto(study_dir, spec.objectives, title=spec.name)
-    if spec.kind in ("reproduction", "reevaluate", "evaluate") and len(trials):
-        write_summary(study_dir, trials, spec.objectives)
+    summarize = spec.kind in ("reproduction", "reevaluate", "evaluate")  # fixed configs x seeds
+    trials, pareto, plot = write_study_outputs(study_dir, spec.objectives, spec.name, summarize)
     if uri:
         upload_study_files(study_dir, uri)
     return StudyResult(study_dir, trials, pareto, plot)
-
-
-SUMMARY = "summary.parquet"
-SUMMARY_METRICS = ("test_accuracy", "test_error", "val_accuracy", "train_flops", "inference_flops")
-
-
-def write_summary(study_dir: Path, trials: pd.DataFrame, objectives: dict[str, str]) -> Path:
-    """Mean, std and count over seeds per config (sparsity included): summary.parquet."""
-    from results.aggregate import aggregate_over_seeds
-
-    completed = trials[trials["status"] == "completed"]
-    metrics = [m for m in dict.fromkeys([*objectives, *SUMMARY_METRICS]) if m in completed]
-    summary = aggregate_over_seeds(completed, metrics)
-    write_table_atomic(summary, study_dir / SUMMARY)
-    return study_dir / SUMMARY
 
 
 def load_study_spec(name: str, storage: str = "runs") -> StudySpec:
