@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contract.columns import OBJECTIVES_KEY
 from results.aggregate import CONFIG_PREFIX, aggregate_over_seeds, with_config_id
 from results.pareto import non_dominated_layers
 from results.parquet import TRIALS, read_metadata, read_trials
-from results.study import OBJECTIVES_KEY, ResultsError
+from results.study import ResultsError
 
 
 def source_trials(storage: Path, names: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:

@@ -20,56 +20,38 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from contract.errors import ConfigError as ConfigError  # re-exported
+from trainables.catalog import registered_names
 from trainables.registry import Knob, Registry, check_consistent
-
-
-class ConfigError(ValueError):
-    """A hyperparameter or spec field with a bad name or value; the message says the fix."""
-
 
 Field = Knob  # (the table's rows were `Field`s before components declared their knobs)
 
 
 def _registry_choices(name: str) -> tuple[str, ...] | None:
-    # Lazy so that importing the config does not import torch models or datasets.
-    if name == "dataset":
-        from trainables.datasets import DATASETS
-
-        return tuple(DATASETS)
-    if name == "model":
-        from trainables.models import MODELS
-
-        return tuple(MODELS)
-    if name == "method":
-        from trainables.sparsity import METHODS
-
-        return tuple(METHODS)
-    if name == "distribution":
-        from trainables.sparsity import DISTRIBUTIONS
-
-        return tuple(DISTRIBUTIONS)
+    """The allowed values of a registry-valued knob, without importing torch."""
     if name in SLOTS:
         return tuple(slot_registries()[name])
-    return None
+    return registered_names(name)
 
 
 # The knobs that choose a component, and where each one's registry lives.
 SLOTS = {
-    "model": "trainables.models:MODELS",
+    "model": "trainables.model_knobs:model_registry",
     "optimizer": "trainables.optimizers:OPTIMIZERS",
     "lr_schedule": "trainables.lr_schedules:LR_SCHEDULES",
 }
 
 
 def slot_registries() -> dict[str, Registry]:
-    """The registries of components a config chooses, by slot (imported on first use: the
-    models import torch)."""
+    """The registries of components a config chooses, by slot (none imports torch)."""
     import importlib
 
     found = {}
     for slot, target in SLOTS.items():
         module, _, name = target.partition(":")
         found[slot] = getattr(importlib.import_module(module), name)
+        if callable(found[slot]):  # the models: live once imported, declarations before
+            found[slot] = found[slot]()
     return found
 
 
@@ -287,7 +269,7 @@ def check_value(name: str, value: Any, where: str = "", table=None) -> Any:
     if f.kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{label}: expected a string ({f.doc})")
-        choices = f.choices or _registry_choices(name)
+        choices = f.choices or registered_names(name)
         if name == "device":
             if value not in ("auto", "cpu") and not value.startswith("cuda"):
                 raise ConfigError(f"{label}: allowed auto, cpu, cuda or cuda:N")
@@ -378,6 +360,7 @@ def make_config(overrides: Mapping[str, Any] | None = None, where: str = "") -> 
     for slot, component in chosen.items():
         for name, knob in registries[slot].knobs_of(component).items():
             config[name] = checked.get(name, knob.default)
+    _apply_pattern_sparsity(config, given=set(checked), where=where)
     for name, value in checked.items():
         if name not in config:
             row = table[name]
@@ -387,6 +370,27 @@ def make_config(overrides: Mapping[str, Any] | None = None, where: str = "") -> 
                 f"chosen {using}: remove {name}, or choose a component that reads it"
             )
     return Config(config)
+
+
+def _apply_pattern_sparsity(config: dict[str, Any], given: set[str], where: str) -> None:
+    """An n:m pattern fixes the density of every sparse layer at nm_n/nm_m: the sparsity is
+    taken from it when not given, and a sparsity that contradicts it is refused."""
+    if config["pattern"] != "n:m" or config["method"] == "dense":
+        return
+    n, m = config["nm_n"], config["nm_m"]
+    if n >= m:
+        raise ConfigError(
+            f"{where}nm_n={n}, nm_m={m}: an n:m pattern keeps nm_n of every nm_m weights, so "
+            "nm_n must be below nm_m (2:4 is nm_n=2, nm_m=4)"
+        )
+    implied = 1 - n / m
+    if "sparsity" not in given:
+        config["sparsity"] = implied
+    elif not math.isclose(config["sparsity"], implied, abs_tol=1e-9):
+        raise ConfigError(
+            f"{where}sparsity={config['sparsity']!r} contradicts pattern n:m ({n}:{m}), whose "
+            f"masks are {n}/{m} dense: leave sparsity out or set sparsity={implied:g}"
+        )
 
 
 def reading_slots(name: str, table: dict[str, KnobRow] | None = None) -> set[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from trainables.config import ConfigError
+from contract.errors import ConfigError
 
 
 def check_address(address: str) -> None:

@@ -22,11 +22,12 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from contract.columns import CONSTRAINTS_KEY
 from search_spaces import SearchSpace
 from tuner.search_algorithms import SEARCHERS, parse_constraint
 from tuner.spec import SearchConfig, SpecError
 
-CONSTRAINT_ATTR = "sparsetune.constraints"  # user attr holding c <= 0 (feasible) per constraint
+CONSTRAINT_ATTR = CONSTRAINTS_KEY  # user attr holding c <= 0 (feasible) per constraint
 __all__ = ["parse_constraint"]  # (re-exported: its home is tuner.search_algorithms)
 
 

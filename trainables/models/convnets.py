@@ -8,12 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.config import ConfigError
+from contract.errors import ConfigError
+from trainables.model_knobs import MODEL_KNOBS
 from trainables.models import register_model
-from trainables.registry import Knob
-
-DROPOUT = Knob(0.0, float, "dropout probability", low=0.0, high=1.0, high_open=True)
-CHANNELS = Knob(64, int, "cnn3, resnet18: filters of the first stage", low=1, high=1024)
 
 
 def _image_shape(model: str, input_shape) -> tuple[int, int, int]:
@@ -80,12 +77,12 @@ class CNN3(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("lenet5", {"dropout": DROPOUT})
+@register_model("lenet5", MODEL_KNOBS["lenet5"])
 def lenet5(input_shape, num_classes, dropout: float = 0.0) -> nn.Module:
     return LeNet5(_image_shape("lenet5", input_shape), num_classes, dropout)
 
 
-@register_model("cnn3", {"dropout": DROPOUT, "channels": CHANNELS})
+@register_model("cnn3", MODEL_KNOBS["cnn3"])
 def cnn3(input_shape, num_classes, dropout: float = 0.0, channels: int = 64) -> nn.Module:
     """Filters channels/2x/4x (64/128/256 by default)."""
     return CNN3(_image_shape("cnn3", input_shape), num_classes, dropout, channels)
@@ -152,10 +149,7 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-@register_model(
-    "resnet",
-    {"blocks": Knob(3, int, "resnet: basic blocks per stage (3: ResNet-20)", low=1, high=4)},
-)
+@register_model("resnet", MODEL_KNOBS["resnet"])
 def resnet(input_shape, num_classes, blocks: int = 3) -> nn.Module:
     """CIFAR ResNet-(6 blocks + 2): stages of 16/32/64 filters with `blocks` basic blocks each
     (1: ResNet-8, 2: ResNet-14, 3: ResNet-20, 4: ResNet-26), option-A shortcuts."""
@@ -163,7 +157,7 @@ def resnet(input_shape, num_classes, blocks: int = 3) -> nn.Module:
     return ResNet(shape, num_classes, (16, 32, 64), (blocks,) * 3, stem=16, shortcut="A")
 
 
-@register_model("resnet18", {"channels": CHANNELS})
+@register_model("resnet18", MODEL_KNOBS["resnet18"])
 def resnet18(input_shape, num_classes, channels: int = 64) -> nn.Module:
     """ResNet-18, CIFAR variant (3x3 stem, no max pool): stages of channels x 1/2/4/8
     (64/128/256/512 by default), 2 blocks each, 1x1-conv shortcuts."""
@@ -222,14 +216,7 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-@register_model(
-    "wrn",
-    {
-        "wrn_depth": Knob(16, int, "wrn: depth, 6 n + 4 (16, 22, 28)", low=10, high=40),
-        "widen_factor": Knob(8, int, "wrn: width multiplier", low=1, high=16),
-        "dropout": DROPOUT,
-    },
-)
+@register_model("wrn", MODEL_KNOBS["wrn"])
 def wrn(
     input_shape, num_classes, wrn_depth: int = 16, widen_factor: int = 8, dropout: float = 0.0
 ) -> nn.Module:

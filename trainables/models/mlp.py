@@ -4,16 +4,8 @@ import math
 
 from torch import nn
 
+from trainables.model_knobs import MODEL_KNOBS
 from trainables.models import register_model
-from trainables.registry import Knob
-
-MLP_KNOBS = {
-    "depth": Knob(2, int, "mlp: number of hidden layers", low=1, high=16),
-    "width": Knob(128, int, "mlp: hidden units per layer", low=1, high=65536),
-    "dropout": Knob(0.0, float, "dropout probability", low=0.0, high=1.0, high_open=True),
-    "first_width": Knob(0, int, "mlp: first hidden layer's width (0: width)", low=0, high=65536),
-    "last_width": Knob(0, int, "mlp: last hidden layer's width (0: width)", low=0, high=65536),
-}
 
 
 def hidden_widths(depth: int, width: int, first_width: int = 0, last_width: int = 0) -> list[int]:
@@ -50,7 +42,7 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
-@register_model("mlp", MLP_KNOBS)
+@register_model("mlp", MODEL_KNOBS["mlp"])
 def mlp(
     input_shape,
     num_classes,
