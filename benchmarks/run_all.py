@@ -34,6 +34,7 @@ BENCHMARKS = {
     "method_throughput": [],
     "data_pipeline": [],
     "methods_digits": [],
+    "optimizers_digits": [],
     "gpu_packing": [],
 }
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
