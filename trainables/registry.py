@@ -80,6 +80,10 @@ class Registry:
 
     def register(self, name: str) -> Callable[[Any], Any]:
         def decorate(cls):
+            if not issubclass(cls, self.base):
+                raise RegistryError(
+                    f"{self.slot} {name!r}: {cls.__name__} is no {self.base.__name__}"
+                )
             cls.name = name
             cls.slot = self.slot
             self.add(name, cls, cls.knobs)
@@ -97,7 +101,6 @@ class Registry:
             check_consistent(knob_name, knob, f"{self.slot} {name!r}", self.namespace)
         self.components[name] = component
         self.component_knobs[name] = knobs
-        _ALL_REGISTRIES.setdefault(self.slot, self)
 
     def remove(self, name: str) -> None:
         """Unregister `name` (for tests that register a throwaway component)."""
@@ -143,7 +146,6 @@ class Registry:
 
 # Every knob declared anywhere (registries and the general table), for the import-time check.
 _DECLARATIONS: dict[tuple[str, str], tuple[Knob, str]] = {}
-_ALL_REGISTRIES: dict[str, Registry] = {}
 
 
 def check_consistent(name: str, knob: Knob, where: str, namespace: str = "") -> None:
@@ -165,9 +167,3 @@ def _bounds(knob: Knob) -> str:
     if knob.choices:
         return "choices " + "|".join(knob.choices)
     return f"[{knob.low}, {knob.high}]"
-
-
-def registries() -> dict[str, Registry]:
-    """Every registry created so far, by slot (import `trainables.config.knob_table` to have
-    all of the project's)."""
-    return dict(_ALL_REGISTRIES)
