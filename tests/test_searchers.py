@@ -194,3 +194,32 @@ def test_nsga2_initial_sampler_hook_still_exists_in_optuna():
     assert [t.params["x"] for t in study.trials] == [0.123, 0.456, 0.789, 0.321]
     with pytest.raises(RuntimeError, match="no _random_sampler"):
         set_initial_sampler(optuna.samplers.RandomSampler(), None)
+
+
+@pytest.mark.parametrize("setting", list(SEARCHERS["nsga2"].knobs))
+def test_every_nsga2_setting_changes_what_it_suggests(setting, tmp_path):
+    """Each declared setting of a search algorithm changes its suggestions (12 Optuna trials
+    of a 2-objective toy problem, default against one changed setting)."""
+    path = tmp_path / "xy.yaml"
+    path.write_text(
+        "parameters:\n  x: {type: float, low: 0.0, high: 1.0}\n"
+        "  y: {type: float, low: 0.0, high: 1.0}\n"
+    )
+    space = load_space(str(path))
+    changed = {
+        "population_size": 3, "crossover_prob": 0.1, "mutation_prob": 0.9,
+        "swapping_prob": 0.05, "init": "lhs",
+    }[setting]  # fmt: skip
+
+    def suggestions(settings):
+        algorithm = SEARCHERS.create("nsga2", {"population_size": 4, **settings})
+        study = optuna.create_study(
+            directions=["minimize", "minimize"], sampler=algorithm.sampler(0, space)
+        )
+        study.optimize(
+            lambda t: (t.suggest_float("x", 0, 1), 1 - t.suggest_float("y", 0, 1) ** 2),
+            n_trials=12,
+        )
+        return [(t.params["x"], t.params["y"]) for t in study.trials]
+
+    assert suggestions({}) != suggestions({setting: changed})
