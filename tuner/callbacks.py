@@ -76,8 +76,8 @@ class ParquetWriter(Callback):
         self.objectives = objectives
         self.metadata = metadata
         self.metric_names = metric_names  # None: every metric a custom trainable reports
-        # the built-in trainable's resolution (tuner.trainable.resolved_config): every knob
-        # the trial trained with, defaults included, becomes a `config/` column
+        # the built-in trainable's record (tuner.trainable.recorded_config): every knob the
+        # trial trained with, defaults included, becomes a `config/` column
         self.resolve_config = resolve_config
         self._history: dict[str, dict[Any, dict[str, Any]]] = {}
 
@@ -161,7 +161,7 @@ class ParquetWriter(Callback):
         a config the trainer refused) the suggested one with the space's conditions applied."""
         if self.resolve_config is not None:
             try:
-                return dict(self.resolve_config(trial.config, self.space).to_dict())
+                return dict(self.resolve_config(trial.config, self.space))
             except ValueError:  # the trial reported this ConfigError as its error
                 pass
         return self.space.resolve(trial.config)

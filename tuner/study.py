@@ -177,11 +177,11 @@ def _metric_names(spec: StudySpec) -> list[str] | None:
 
 
 def _config_resolver(spec: StudySpec):
-    from tuner.trainable import resolved_config
+    from tuner.trainable import recorded_config
 
     if not spec.builtin:
         return None  # a custom trainable's config is what it was given
-    return resolved_config
+    return recorded_config
 
 
 def reconcile_with_experiment(study_dir: Path, experiment_dir: str, search_seed) -> int:

@@ -93,6 +93,15 @@ def resolved_config(config: dict[str, Any], space: SearchSpace) -> Config:
     return make_config(resolved)
 
 
+def recorded_config(config: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+    """What Parquet records of a built-in trial: its resolved config (every knob its
+    components read, defaults included) less the knobs the space's conditions made inactive
+    (`update_interval` of a static trial: no component it chose reads it)."""
+    resolved = space.resolve(config)
+    inactive = {n for n in space.parameters if n in config and n not in resolved}
+    return {k: v for k, v in resolved_config(config, space).to_dict().items() if k not in inactive}
+
+
 def run_trial(
     config: dict[str, Any],
     space: SearchSpace,
