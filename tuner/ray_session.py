@@ -79,6 +79,11 @@ def init_ray(address: str | None = None, dashboard: bool = True) -> str | None:
         # for Ray's `uv run` hook to zip and ship the working tree and start every worker
         # through `uv run`.
         set_ray_switch("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        from tuner.cluster import local_token_path
+
+        token_path = local_token_path()  # HOME read-only or missing: the token goes elsewhere
+        if token_path is not None:
+            os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
         context = ray.init(
             num_cpus=os.cpu_count(),
             include_dashboard=dashboard,
