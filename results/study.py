@@ -19,6 +19,7 @@ from results.remote import cache_dir, download_files, is_uri
 OBJECTIVES_KEY = "sparsetune.objectives"
 SPEC_KEY = "sparsetune.spec"
 COMPLETED = "completed"
+STOPPED = "stopped"  # ended early by the scheduler (MO-ASHA): never on a front
 FINISHED_AT = "finished_at"
 
 

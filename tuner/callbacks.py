@@ -14,7 +14,8 @@ from ray.tune import Callback
 
 from results.parquet import HISTORY, TRIALS, upsert_rows
 from search_spaces import SearchSpace
-from tuner.searchers import objective_values
+from results.study import COMPLETED, STOPPED
+from tuner.searchers import objective_values, stopped_early
 
 # What Tune adds to every result: bookkeeping, not metrics of the trial.
 TUNE_RESULT_KEYS = {
@@ -25,8 +26,12 @@ TUNE_RESULT_KEYS = {
 }  # fmt: skip
 
 
-def trial_status(result: dict[str, Any] | None, objectives: list[str], errored: bool) -> str:
-    """completed | diverged | failed, from how the trial ended and what it reported last."""
+def trial_status(
+    result: dict[str, Any] | None, objectives: list[str], errored: bool, budget: int | None = None
+) -> str:
+    """completed | stopped | diverged | failed, from how the trial ended and what it reported
+    last. `stopped`: its objectives are fine but it ended short of `budget` epochs (an early-
+    stopping scheduler stopped it; `budget` is None without one)."""
     if errored:
         return "failed"
     if not result:
@@ -38,7 +43,9 @@ def trial_status(result: dict[str, Any] | None, objectives: list[str], errored: 
         return "failed"
     if objective_values(result, objectives) is None:  # NaN or inf
         return "diverged"
-    return "completed"
+    if stopped_early(result, budget):
+        return STOPPED
+    return COMPLETED
 
 
 def error_summary(trial) -> str | None:
@@ -67,8 +74,10 @@ class ParquetWriter(Callback):
         objectives: list[str],
         metadata: dict[str, str],
         metric_names: list[str] | None = None,
+        budget: int | None = None,
     ):
         self.study_dir = Path(study_dir)
+        self.budget = budget  # full-budget epochs under early stopping (status `stopped`)
         self.study, self.kind, self.search_seed = study, kind, search_seed
         self.space = space
         self.objectives = objectives
@@ -137,7 +146,7 @@ class ParquetWriter(Callback):
             "study": self.study,
             "kind": self.kind,
             "trial_id": trial.trial_id,
-            "status": trial_status(result, self.objectives, errored),
+            "status": trial_status(result, self.objectives, errored, self.budget),
             "search_seed": self.search_seed,
             "seed": config.get("seed"),
         }
@@ -187,8 +196,10 @@ class ProgressReporter(Callback):
         space: SearchSpace,
         search_seed: int | None,
         label: str = "",
+        budget: int | None = None,
     ):
         self.study_dir, self.total, self.objectives = Path(study_dir), total, objectives
+        self.budget = budget
         self.space, self.search_seed, self.label = space, search_seed, label
         self.done = 0
         self.start = time.monotonic()
@@ -227,7 +238,10 @@ class ProgressReporter(Callback):
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._line(trial, trial_status(trial.last_result, self.objectives, errored=False))
+        status = trial_status(trial.last_result, self.objectives, False, self.budget)
+        if status == STOPPED:  # the epoch it reached
+            status = f"{status}@{(trial.last_result or {}).get('epoch', '?')}"
+        self._line(trial, status)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._line(trial, "failed")

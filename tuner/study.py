@@ -277,6 +277,13 @@ def _metric_names(spec: StudySpec) -> list[str] | None:
     return list(METRICS) if spec.builtin else None  # None: whatever a custom trainable reports
 
 
+def known_trial_ids(experiment_dir: str) -> set[str]:
+    """The trials in Tune's saved experiment state (what a resume restores)."""
+    from ray.tune import ExperimentAnalysis
+
+    return {t.trial_id for t in ExperimentAnalysis(experiment_dir).trials}
+
+
 def reconcile_with_experiment(study_dir: Path, experiment_dir: str, search_seed) -> int:
     """Drop Parquet rows of this search that Tune's restored experiment state doesn't know.
 
@@ -284,11 +291,9 @@ def reconcile_with_experiment(study_dir: Path, experiment_dir: str, search_seed)
     finished after the last save and before a crash is rerun under a new id on resume, so its
     old row would be counted twice. Returns the number of rows dropped.
     """
-    from ray.tune import ExperimentAnalysis
-
     from results.parquet import write_table_atomic
 
-    known = {t.trial_id for t in ExperimentAnalysis(experiment_dir).trials}
+    known = known_trial_ids(experiment_dir)
     path = study_dir / TRIALS
     if not path.exists():
         return 0
@@ -347,6 +352,7 @@ def run_study(
     from tuner.callbacks import ParquetWriter, ProgressReporter
     from tuner.kinds import plan_searches
     from tuner.monitoring import StudyMetrics
+    from tuner.schedulers import create_scheduler, forget_unknown_trials
     from tuner.storage import UploadStudyFiles, staged_spec, study_uri, upload_study_files
 
     for name, value in TUNE_ENV.items():  # read when a Tuner runs; the user's values win
@@ -374,6 +380,8 @@ def run_study(
     if dashboard_url:
         print(f"Ray dashboard: {dashboard_url}", flush=True)
     max_concurrent = spec.max_concurrent or default_max_concurrent(spec)
+    # Under early stopping a trial short of this many epochs is `stopped` (never on a front).
+    budget = spec.scheduler.max_t if spec.scheduler.early_stopping else None
     for i, search in enumerate(searches):
         experiment_dir = f"{uri}/{search.label}" if uri else str(study_dir / search.label)
         what = spec.kind
@@ -389,6 +397,8 @@ def run_study(
             dropped = reconcile_with_experiment(study_dir, experiment_dir, search.search_seed)
             if dropped:
                 print(f"  {dropped} finished trials after Tune's last save will run again")
+            if spec.scheduler.early_stopping and not uri:
+                forget_unknown_trials(experiment_dir, known_trial_ids(experiment_dir))
             tuner = tune.Tuner.restore(
                 experiment_dir, trainable, resume_unfinished=True, resume_errored=False
             )
@@ -399,6 +409,8 @@ def run_study(
                 param_space=search.param_space,
                 tune_config=tune.TuneConfig(
                     search_alg=search.searcher,
+                    # early stopping: rung records in the experiment folder (local storage)
+                    scheduler=create_scheduler(spec, None if uri else experiment_dir),
                     num_samples=search.num_samples,
                     max_concurrent_trials=max_concurrent,
                     reuse_actors=reuse_actors,  # no new process per trial: ~5x faster here
@@ -421,6 +433,7 @@ def run_study(
                             objectives,
                             metadata,
                             _metric_names(spec),
+                            budget,
                         ),  # fmt: skip
                         ProgressReporter(
                             study_dir,
@@ -429,8 +442,9 @@ def run_study(
                             search.space,
                             search.search_seed,
                             label,
+                            budget,
                         ),  # fmt: skip
-                        StudyMetrics(spec.name, spec.objectives),  # dashboard metrics
+                        StudyMetrics(spec.name, spec.objectives, budget),  # dashboard metrics
                         *([UploadStudyFiles(study_dir, uri)] if uri else []),
                         *(callbacks or []),
                     ],
