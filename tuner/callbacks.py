@@ -13,8 +13,8 @@ import pandas as pd
 from ray.tune import Callback
 
 from results.parquet import HISTORY, TRIALS, upsert_rows
-from search_spaces import SearchSpace
 from results.study import COMPLETED, STOPPED
+from search_spaces import SearchSpace
 from tuner.searchers import objective_values, stopped_early
 
 # What Tune adds to every result: bookkeeping, not metrics of the trial.

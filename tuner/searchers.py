@@ -207,14 +207,7 @@ def create_optuna_searcher(
 class ConfigListSearch(Searcher):
     """Suggests a fixed list of configs in order, then FINISHED; saves and restores its place.
 
-    Serves A trial that an early-stopping scheduler stopped (it reported fewer epochs than the budget,
-`budget`) is told as PRUNED: Optuna keeps it as information without taking its partial
-values as final. NSGA-II never picks it as a parent (its generations count COMPLETE trials
-only, so a generation holds `population_size` full-budget trials however many stop); TPE
-ranks it after every complete trial; GP ignores it. Its constraint values (from the partial
-result) are stored too, so constrained samplers see the same attributes on every trial.
-
-Latin-hypercube designs, grids, and the reproduction / re-evaluation studies. A
+    Serves Latin-hypercube designs, grids, and the reproduction / re-evaluation studies. A
     trial suggested before a crash is restored by Tune itself, so on restore the list goes on
     after the last config handed out.
     """

@@ -347,7 +347,8 @@ def check_scheduler(spec: StudySpec) -> None:
     """The `scheduler:` section: its knobs, and max_t against the trials' epoch budget."""
     config = spec.scheduler
     if config.algorithm not in SCHEDULERS:
-        raise SpecError(f"scheduler.algorithm={config.algorithm!r}: allowed {', '.join(SCHEDULERS)}")
+        allowed = ", ".join(SCHEDULERS)
+        raise SpecError(f"scheduler.algorithm={config.algorithm!r}: allowed {allowed}")
     if not config.early_stopping:
         return
     if spec.kind not in SEARCHING_KINDS:
