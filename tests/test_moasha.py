@@ -209,7 +209,9 @@ def test_rung_records_are_written_through_and_read_back(tmp_path):
         == (decisions["t3"])
     )
     assert restored.rungs == scheduler.rungs and restored.num_stopped == scheduler.num_stopped
-    assert len((tmp_path / DECISIONS_FILE).read_text().splitlines()) == 8  # nothing re-decided
+    log = [json.loads(line) for line in (tmp_path / DECISIONS_FILE).read_text().splitlines()]
+    assert len(log) == 9 and log[-1]["trial_id"] == "t3" and log[-1]["replayed"]
+    assert not any(e["replayed"] for e in log[:-1])  # nothing re-decided
 
     # trials Tune's saved state doesn't know are forgotten; a new scheduler starts fresh
     assert forget_unknown_trials(tmp_path, {"t0", "t1"}) == 6

@@ -15,6 +15,7 @@ from ray.tune import Callback
 from results.parquet import HISTORY, TRIALS, upsert_rows
 from results.study import COMPLETED, STOPPED
 from search_spaces import SearchSpace
+from tuner.schedulers import result_epoch
 from tuner.searchers import objective_values, stopped_early
 
 # What Tune adds to every result: bookkeeping, not metrics of the trial.
@@ -104,6 +105,8 @@ class ParquetWriter(Callback):
         # checkpoint: a repeated epoch replaces what the lost attempt reported from there on,
         # so history holds every epoch once.
         step = result.get("epoch", result.get("training_iteration"))
+        if self.budget is not None and "epoch" not in row and isinstance(step, int):
+            row["epoch"] = step  # early stopping: the epoch reached, for any trainable
         if trial.trial_id not in self._history and isinstance(step, int) and step > 1:
             # A trial resumed from its checkpoint after the driver died: its earlier epochs
             # are in Tune's result.json from the previous driver.
@@ -152,6 +155,8 @@ class ParquetWriter(Callback):
         }
         row.update({f"config/{k}": v for k, v in sorted(config.items())})
         row.update(self.metrics_of(result))
+        if self.budget is not None and row.get("epoch") is None:
+            row["epoch"] = result_epoch(result)  # where a stopped trial stopped, for any trainable
         # A trial's own error arrives as its last result (tuner/trainable.py), Tune's as a file.
         row["error"] = error_summary(trial) if errored else result.get("error")
         # When the trial ended (UTC): orders trials for hypervolume-over-time plots.

@@ -31,8 +31,9 @@ the rung records (each trial's objective values and decision per rung) are writt
 `forget_unknown_trials` drops the records of trials that Tune's restored state doesn't know (they
 finished after Tune's last save and run again under new ids). A trial that reports a rung it
 already has a record at (restarted from a checkpoint, or rerun after the driver died) gets the
-recorded decision again, and is not counted twice. Every new decision is appended to
-`<experiment>/scheduler-decisions.jsonl` (the audit the tests read).
+recorded decision again, and is not counted twice. Every decision is appended to
+`<experiment>/scheduler-decisions.jsonl` (`replayed: true` for a repeated rung report): the
+audit the tests read.
 
 The **epoch** of a result is its `epoch` (the built-in trainer and most custom trainables
 report it), else Tune's `training_iteration`.
@@ -213,7 +214,10 @@ class MOASHAScheduler(FIFOScheduler):
         level = reached[-1]
         rung = self.rungs[level]
         if trial_id in rung:  # a repeated report (a restart): the decision taken then holds
-            return rung[trial_id]["decision"]
+            decision = rung[trial_id]["decision"]
+            if epoch == level:  # its rung report again, not a later epoch of a promoted trial
+                self._log(trial_id, level, epoch, decision, len(rung), replayed=True)
+            return decision
         values = self.minimization_values(result)
         if values is None:
             return CONTINUE  # nothing to rank it by; Tune's metric check reports the gap
@@ -226,7 +230,8 @@ class MOASHAScheduler(FIFOScheduler):
         rung[trial_id] = {"values": values, "decision": decision}
         if decision == STOP:
             self.num_stopped += 1
-        self._persist(trial_id, level, epoch, decision, len(rung))
+        self._persist()
+        self._log(trial_id, level, epoch, decision, len(rung))
         return decision
 
     # -- state: written through, read back on resume --------------------------------------
@@ -266,13 +271,17 @@ class MOASHAScheduler(FIFOScheduler):
     def state_path(self) -> Path | None:
         return None if self.state_dir is None else self.state_dir / STATE_FILE
 
-    def _persist(self, trial_id: str, level: int, epoch: int, decision: str, n: int) -> None:
+    def _persist(self) -> None:
+        if self.state_dir is not None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(self.state_dir / STATE_FILE, self.get_state())
+
+    def _log(self, trial_id, level, epoch, decision, n, replayed: bool = False) -> None:
+        """One line per decision (and per replayed one) in the decisions log."""
         if self.state_dir is None:
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(self.state_dir / STATE_FILE, self.get_state())
         entry = {"trial_id": trial_id, "rung": level, "epoch": epoch, "decision": decision}
-        entry["trials_at_rung"] = n
+        entry.update(trials_at_rung=n, replayed=replayed)
         with open(self.state_dir / DECISIONS_FILE, "a") as log:
             log.write(json.dumps(entry) + "\n")
 
