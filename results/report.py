@@ -19,18 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from contract.columns import COMPLETED, GIT_COMMIT_KEY, HARDWARE_KEY, STOPPED, VERSIONS_KEY
 from results.aggregate import CONFIG_ID, aggregate_over_seeds, with_config_id
 from results.hypervolume import MAX_EXACT_OBJECTIVES, hypervolume_history, reference_point
 from results.pareto import LAYER_COLUMN, with_layers
 from results.parquet import TRIALS, read_metadata, read_table
-from results.study import (
-    COMPLETED,
-    OBJECTIVES_KEY,
-    STOPPED,
-    ResultsError,
-    completed,
-    study_objectives,
-)
+from results.study import OBJECTIVES_KEY, ResultsError, completed, study_objectives
 from results.tables import format_markdown_table, format_number
 
 REPORT = "report.md"
@@ -203,9 +197,9 @@ def stopped_section(trials: pd.DataFrame, objectives: dict[str, str]) -> list[st
 
 def _provenance_lines(metadata: dict[str, str]) -> list[str]:
     lines = []
-    if "sparsetune.git_commit" in metadata:
-        lines.append(f"- commit: `{metadata['sparsetune.git_commit'][:12]}`")
-    for key, label in (("sparsetune.versions", "versions"), ("sparsetune.hardware", "hardware")):
+    if GIT_COMMIT_KEY in metadata:
+        lines.append(f"- commit: `{metadata[GIT_COMMIT_KEY][:12]}`")
+    for key, label in ((VERSIONS_KEY, "versions"), (HARDWARE_KEY, "hardware")):
         if key in metadata:
             try:
                 values = json.loads(metadata[key])

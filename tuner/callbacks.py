@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
+from contract.columns import COMPLETED, STOPPED
 from results.parquet import HISTORY, TRIALS, upsert_rows
-from results.study import COMPLETED, STOPPED
 from search_spaces import SearchSpace
 from tuner.schedulers import result_epoch
 from tuner.searchers import objective_values, stopped_early

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainables.config import ConfigError
+from contract.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 # Metadata key that marks a Ray Job as a sparsetune study (its value: the study's name).

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
-from results.study import COMPLETED, STOPPED
+from contract.columns import COMPLETED, STOPPED
 from tuner.callbacks import trial_status
 
 TAG_KEYS = ("study",)

@@ -12,11 +12,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from contract.columns import (
+    GIT_COMMIT_KEY,
+    HARDWARE_KEY,
+    OBJECTIVES_KEY,
+    SPEC_KEY,
+    VERSIONS_KEY,
+)
+from contract.errors import ConfigError
 from results.pareto import with_layers
 from results.parquet import PARETO, TRIALS, read_table, write_table_atomic
 from results.plots import plot_pareto_front
 from search_spaces import SearchSpace
-from trainables.config import ConfigError
 from tuner.spec import StudySpec
 
 PARETO_PNG = "pareto.png"
@@ -49,13 +56,13 @@ def provenance(spec: StudySpec) -> dict[str, str]:
         commit = ""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
     return {
-        "sparsetune.spec": spec.source,
-        "sparsetune.objectives": json.dumps(spec.objectives),
-        "sparsetune.versions": json.dumps(
+        SPEC_KEY: spec.source,
+        OBJECTIVES_KEY: json.dumps(spec.objectives),
+        VERSIONS_KEY: json.dumps(
             {"ray": ray.__version__, "optuna": optuna.__version__, "torch": torch.__version__}
         ),
-        "sparsetune.git_commit": commit or "unknown",
-        "sparsetune.hardware": json.dumps(
+        GIT_COMMIT_KEY: commit or "unknown",
+        HARDWARE_KEY: json.dumps(
             {
                 "machine": platform.machine(),
                 "cpus": os.cpu_count(),
