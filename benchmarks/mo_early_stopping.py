@@ -152,6 +152,7 @@ def run_one(task, arm, seed, trials, max_t, out: Path, data_dir: Path):
     overrides = [
         f"storage={out}", f"name={name}", f"seeds=[{seed}]", f"trials={trials}",
         f"fixed.epochs={max_t}", f"scheduler.max_t={max_t}", f"scheduler.algorithm={scheduler}",
+        "scheduler.grace_period=1", "scheduler.reduction_factor=3",
         f"search.algorithm={algorithm}", "search.population_size=4", "max_concurrent=2",
         *task_overrides(task, data_dir),
     ]  # fmt: skip
