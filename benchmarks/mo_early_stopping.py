@@ -270,11 +270,12 @@ def run(args) -> Section:
 
     os.environ.setdefault("SPARSETUNE_DOWNLOAD", "0")
     if args.quick:
-        seeds, max_t, full_trials, es_trials = [1], 3, 3, 8
+        seeds, max_t, full_trials, es_trials, asha_trials = [1], 3, 3, 8, 10
         tasks = TASKS
     else:
         seeds = list(range(1, args.seeds + 1))
         max_t, full_trials, es_trials = args.max_t, args.full_trials, args.es_trials
+        asha_trials = args.asha_trials
         tasks = tuple(args.tasks)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -284,7 +285,7 @@ def run(args) -> Section:
     rungs = rung_levels(1, 3, max_t)
     # what makes runs comparable (seeds are not: more seeds extend a finished run)
     config = {"max_t": max_t, "full_trials": full_trials, "es_trials": es_trials,
-              "synthetic_train": args.synthetic_train}  # fmt: skip
+              "asha_trials": asha_trials, "synthetic_train": args.synthetic_train}  # fmt: skip
     done_path, history_path = out / "runs.parquet", out / "history.parquet"
     config_path = out / "config.json"
     if config_path.exists() and json.loads(config_path.read_text()) != config:
@@ -313,7 +314,7 @@ def run(args) -> Section:
         if len(frames) and ((frames["task"] == task) & (frames["arm"] == arm)
                             & (frames["seed"] == seed)).any():  # fmt: skip
             continue
-        trials = full_trials if arm == "a" else es_trials
+        trials = {"a": full_trials, "d": asha_trials}.get(arm, es_trials)
         frame, history = run_one(task, arm, seed, trials, max_t, out, data_dir)
         frames = pd.concat([frames, frame], ignore_index=True)
         histories = pd.concat([histories, history], ignore_index=True)
@@ -367,7 +368,8 @@ def run(args) -> Section:
     body.append(
         f"{len(seeds)} search seeds per arm; max_t {max_t} epochs (rungs {rungs}, "
         f"reduction factor 3); (a) {full_trials} trials = {full_trials * max_t} epochs, the "
-        f"budget every arm is read at; (b)-(d) up to {es_trials} trials. 2 trials at a time. "
+        f"budget every arm is read at; (b), (c) {es_trials} trials, (d) {asha_trials} (enough to "
+        "spend the budget). 2 trials at a time. "
         f"Machine: {machine_short()} (shared with other jobs: epochs, not seconds, are the "
         "measure)."
     )
@@ -416,7 +418,13 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--full-trials", type=int, default=6, help="trials of (a); its epochs are the budget"
     )
-    parser.add_argument("--es-trials", type=int, default=22, help="trials of (b), (c), (d)")
+    parser.add_argument("--es-trials", type=int, default=22, help="trials of (b) and (c)")
+    parser.add_argument(
+        "--asha-trials",
+        type=int,
+        default=34,
+        help="trials of (d) (it stops more: ~1.6 epochs each)",
+    )
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--synthetic-train", type=int, default=1000, help="synthetic images")
     parser.add_argument("--synthetic-test", type=int, default=500)

@@ -141,6 +141,37 @@ def test_layers_decide_before_the_tie_rule():
             assert decision
 
 
+def test_constraints_rank_feasible_trials_first():
+    """Deb's rule at a rung: an infeasible trial that the plain ranking would promote (it is
+    the cheapest) stops; against the brute force on random tables with violations."""
+    plain = MOASHAScheduler(OBJECTIVES, max_t=9)
+    constrained = MOASHAScheduler(OBJECTIVES, max_t=9, constraints=[("val_error", "<=", 0.5)])
+    for trial_id, error, flops in [("a", 0.3, 10.0), ("b", 0.35, 9.0), ("c", 0.4, 8.0)]:
+        for scheduler in (plain, constrained):
+            scheduler.decide(trial_id, {"epoch": 1, "val_error": error, "train_flops": flops})
+    cheapest = {"epoch": 1, "val_error": 0.9, "train_flops": 0.1}
+    assert plain.decide("d", cheapest) == CONTINUE  # on layer 1, far from the others
+    assert constrained.decide("d", cheapest) == STOP  # infeasible: after every feasible trial
+    assert constrained.rungs[1]["d"]["violation"] == pytest.approx(0.4)
+
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n = int(rng.integers(2, 10))
+        points = [tuple(float(v) for v in rng.integers(0, 4, size=2)) for _ in range(n)]
+        violations = np.where(rng.random(n) < 0.4, rng.integers(1, 3, n), 0).astype(float)
+        feasible = [i for i in range(n) if violations[i] == 0]
+        order = (
+            [feasible[i] for i in brute_force_order([points[i] for i in feasible])]
+            if (feasible)
+            else []
+        )
+        order += sorted(
+            (i for i in range(n) if violations[i] > 0), key=lambda i: (violations[i], i)
+        )
+        expected = n == 1 or order.index(n - 1) < n / 3
+        assert promotes(np.array(points), 3, violations) == expected
+
+
 def test_max_objectives_are_negated():
     scheduler = MOASHAScheduler({"val_accuracy": "max", "train_flops": "min"}, max_t=9)
     assert scheduler.decide("a", {"epoch": 1, "val_accuracy": 0.9, "train_flops": 5}) == CONTINUE

@@ -22,8 +22,14 @@ objective (not at random, as Syne Tune does) makes every decision reproducible, 
 resumed study needs; scaling each objective (Syne Tune does not) keeps `train_flops`
 (~1e9) from drowning `val_error` (~0.1) in the distances.
 
-Objectives that grow with training length (`train_flops`, `train_seconds`) are fair to rank:
-every trial at a rung has trained the same number of epochs.
+Objectives that grow with training length (`train_flops`, `train_seconds`:
+`contract.metrics.CUMULATIVE_METRICS`) are fair to rank: every trial at a rung has trained the
+same number of epochs.
+
+With `search.constraints`, a rung ranks as NSGA-II's constrained domination does (Deb's rule):
+feasible trials first, in the order above, then infeasible ones by total violation. A
+constraint on a cumulative metric is checked on the value so far (optimistic: such a trial
+is stopped for it only once it already exceeds the bound).
 
 **Nothing decided twice.** Tune 2.60 does not save a scheduler with its experiment state, so
 the rung records (each trial's objective values and decision per rung) are written through to
@@ -122,13 +128,28 @@ def promotion_order(points: np.ndarray) -> list[int]:
     return order
 
 
-def promotes(points: np.ndarray, reduction_factor: float) -> bool:
+def constrained_order(points: np.ndarray, violations: np.ndarray | None = None) -> list[int]:
+    """`promotion_order` under constraints (Deb's rule, as NSGA-II's constrained domination):
+    feasible rows (violation 0) first, in promotion order; then the infeasible ones, least
+    violation first (ties: earlier arrival)."""
+    if violations is None or not np.any(violations > 0):
+        return promotion_order(points)
+    feasible = np.flatnonzero(violations <= 0)
+    infeasible = np.flatnonzero(violations > 0)
+    order = [int(feasible[i]) for i in promotion_order(points[feasible])]
+    return order + [int(i) for i in infeasible[np.argsort(violations[infeasible], kind="stable")]]
+
+
+def promotes(
+    points: np.ndarray, reduction_factor: float, violations: np.ndarray | None = None
+) -> bool:
     """Whether the last row of ``points`` (the trial arriving at the rung; earlier rows were
-    recorded before it) continues: its position in `promotion_order` is below n / rf."""
+    recorded before it) continues: its position in the rung's order is below n / rf.
+    ``violations``: each row's total constraint violation (0: feasible), or None."""
     n = len(points)
     if n <= 1:
         return True
-    position = promotion_order(points).index(n - 1)
+    position = constrained_order(np.asarray(points, dtype=float), violations).index(n - 1)
     return position < n / reduction_factor
 
 
@@ -154,11 +175,14 @@ class MOASHAScheduler(FIFOScheduler):
         reduction_factor: float = 3,
         state_dir: str | Path | None = None,
         fresh: bool = True,
+        constraints: list[tuple[str, str, float]] | None = None,
     ):
         super().__init__()
         self.objectives = dict(objectives)
         self.max_t, self.grace_period, self.reduction_factor = max_t, grace_period, reduction_factor
         self.levels = rung_levels(grace_period, reduction_factor, max_t)
+        # (metric, "<=" | ">=", bound): the search's constraints, feasible trials rank first
+        self.constraints = list(constraints or [])
         self.state_dir = None if state_dir is None else Path(state_dir)
         # rung level -> trial_id -> {"values": [...] (minimization form) or None, "decision"}
         self.rungs: dict[int, dict[str, dict[str, Any]]] = {level: {} for level in self.levels}
@@ -200,6 +224,18 @@ class MOASHAScheduler(FIFOScheduler):
             values.append(-float(value) if mode == "max" else float(value))
         return values
 
+    def violation(self, result: dict[str, Any]) -> float:
+        """Total violation of the constraints by this result (0: feasible; a missing metric
+        counts as infinitely violated, as in tuner.searchers.constraint_values)."""
+        total = 0.0
+        for metric, op, bound in self.constraints:
+            value = result.get(metric)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return math.inf
+            excess = float(value) - bound if op == "<=" else bound - float(value)
+            total += max(excess, 0.0)
+        return total
+
     def decide(self, trial_id: str, result: dict[str, Any]) -> str:
         """CONTINUE or STOP for one result of a trial (recorded when it is a rung's first)."""
         self._load()
@@ -224,10 +260,14 @@ class MOASHAScheduler(FIFOScheduler):
         if not all(math.isfinite(v) for v in values) or result.get("diverged"):
             decision, values = STOP, None  # NaN/inf never ranks, and never goes on
         else:
-            earlier = [r["values"] for r in rung.values() if r["values"] is not None]
-            points = np.array([*earlier, values], dtype=float)
-            decision = CONTINUE if promotes(points, self.reduction_factor) else STOP
+            ranked = [r for r in rung.values() if r["values"] is not None]
+            points = np.array([*(r["values"] for r in ranked), values], dtype=float)
+            violation = self.violation(result)
+            violations = np.array([*(r.get("violation", 0.0) for r in ranked), violation])
+            decision = CONTINUE if promotes(points, self.reduction_factor, violations) else STOP
         rung[trial_id] = {"values": values, "decision": decision}
+        if self.constraints and values is not None:
+            rung[trial_id]["violation"] = violation
         if decision == STOP:
             self.num_stopped += 1
         self._persist()
@@ -305,9 +345,12 @@ def forget_unknown_trials(experiment_dir: str | Path, known: set[str]) -> int:
     return dropped
 
 
-def create_scheduler(spec, experiment_dir: str | Path | None) -> TrialScheduler:
+def create_scheduler(
+    spec, experiment_dir: str | Path | None, constraints: list[tuple[str, str, float]] = ()
+) -> TrialScheduler:
     """A new search's scheduler (spec.scheduler), its rung records kept in ``experiment_dir``
-    (a resumed search gets the one Tune pickled with the Tuner; it reads the records back)."""
+    (a resumed search gets the one Tune pickled with the Tuner; it reads the records back).
+    ``constraints``: the search's, parsed (`tuner.searchers.parse_constraint`)."""
     config = spec.scheduler
     if config.algorithm == "moasha":
         return MOASHAScheduler(
@@ -317,6 +360,7 @@ def create_scheduler(spec, experiment_dir: str | Path | None) -> TrialScheduler:
             reduction_factor=config.reduction_factor,
             state_dir=experiment_dir,
             fresh=True,
+            constraints=list(constraints),
         )
     if config.algorithm == "asha":  # Ray's own, on the first objective (what Ray users do)
         metric, mode = next(iter(spec.objectives.items()))

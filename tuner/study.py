@@ -360,6 +360,7 @@ def run_study(
     from tuner.kinds import plan_searches
     from tuner.monitoring import StudyMetrics
     from tuner.schedulers import create_scheduler, forget_unknown_trials
+    from tuner.searchers import parse_constraint
     from tuner.storage import UploadStudyFiles, staged_spec, study_uri, upload_study_files
 
     for name, value in TUNE_ENV.items():  # read when a Tuner runs; the user's values win
@@ -417,7 +418,11 @@ def run_study(
                 tune_config=tune.TuneConfig(
                     search_alg=search.searcher,
                     # early stopping: rung records in the experiment folder (local storage)
-                    scheduler=create_scheduler(spec, None if uri else experiment_dir),
+                    scheduler=create_scheduler(
+                        spec,
+                        None if uri else experiment_dir,
+                        [parse_constraint(c) for c in spec.search.constraints],
+                    ),
                     num_samples=search.num_samples,
                     max_concurrent_trials=max_concurrent,
                     reuse_actors=reuse_actors,  # no new process per trial: ~5x faster here
