@@ -124,14 +124,12 @@ class StudyMetrics(Callback):
         self.finished += 1
         metrics = self._handles()
         metrics["finished"].inc(1.0)
-        if status == STOPPED:
-            pass  # ended early by the scheduler: neither failed nor on the front
-        elif status != COMPLETED:
-            self.failed += 1
-            metrics["failed"].inc(1.0)
-        else:
+        if status == COMPLETED:
             result = trial.last_result or {}
             self.points.append({m: float(result[m]) for m in self.objectives})
+        elif status != STOPPED:  # stopped early by the scheduler: not failed, not on the front
+            self.failed += 1
+            metrics["failed"].inc(1.0)
         values = self.snapshot()
         if not math.isnan(values["best"]):
             metrics["best"].set(values["best"], tags=self._best_tags)
