@@ -18,8 +18,10 @@ far is recorded against that running total. (a) gets `--full-trials` trials of `
 (its total, E, is the budget); (b)-(d) get more trials and are read up to E. One reference
 point per task, fixed before any run: val_error 1, train_flops 2x and inference_flops 1.1x
 those of the largest dense model of the space trained `max_t` epochs (RigL's dense gradients
-can exceed dense training, hence 2x). Hypervolume is reported as a fraction of the box from 0
-to that point.
+can exceed dense training, hence 2x). The hypervolume is taken over val_error and the log10
+of both FLOPs objectives (units: error x decades^2): the FLOPs span four orders of magnitude,
+and on a linear scale the cheap half of the front is invisible (every arm's hypervolume sits
+within 0.1% of the others').
 
 Reported: the median (over seeds) hypervolume against total epochs (PNG), the epochs each arm
 needs to reach the median final hypervolume of (a), and why: how well a rung's ranking
@@ -175,24 +177,39 @@ def epochs_used(frame: pd.DataFrame, max_t: int) -> np.ndarray:
     return np.where(frame["status"].eq("completed").to_numpy(), max_t, epochs)
 
 
+LOG_OBJECTIVES = ("train_flops", "inference_flops")
+
+
+def log_costs(values: pd.DataFrame | dict) -> pd.DataFrame | dict:
+    """The FLOPs objectives as log10 (they span four orders of magnitude)."""
+    if isinstance(values, dict):
+        return {k: float(np.log10(v)) if k in LOG_OBJECTIVES else v for k, v in values.items()}
+    out = values.copy()
+    for column in LOG_OBJECTIVES:
+        out[column] = np.log10(pd.to_numeric(out[column], errors="coerce").clip(lower=1.0))
+    return out
+
+
 def hv_curve(frame: pd.DataFrame, reference: dict[str, float], max_t: int) -> pd.DataFrame:
-    """Hypervolume fraction of the full-budget trials against total epochs, in finish order."""
+    """Hypervolume of the full-budget trials (val_error x log10 FLOPs) against total epochs,
+    in the order the trials finished."""
     from results.hypervolume import hypervolume_history
 
     ordered = frame.sort_values("finished_at", kind="stable").reset_index(drop=True)
-    history = hypervolume_history(ordered, OBJECTIVES, reference)
-    box = float(np.prod(list(reference.values())))
+    history = hypervolume_history(log_costs(ordered), OBJECTIVES, log_costs(reference))
     return pd.DataFrame(
         {
             "epochs": np.cumsum(epochs_used(ordered, max_t)),
-            "hv": history["hypervolume"].to_numpy() / box,
+            "hv": history["hypervolume"].to_numpy(),
+            "full": np.cumsum(ordered["status"].eq("completed").to_numpy()),
         }
     )
 
 
-def hv_at(curve: pd.DataFrame, epochs: float) -> float:
+def hv_at(curve: pd.DataFrame, epochs: float, column: str = "hv") -> float:
+    """The curve's value (hypervolume, or `full`: full-budget trials) once `epochs` are spent."""
     seen = curve[curve["epochs"] <= epochs]
-    return float(seen["hv"].iloc[-1]) if len(seen) else 0.0
+    return float(seen[column].iloc[-1]) if len(seen) else 0.0
 
 
 def epochs_to_reach(curve: pd.DataFrame, target: float, budget: float) -> float:
@@ -257,7 +274,7 @@ def figure(curves: dict, budgets: dict, path: Path) -> Path:
         ax.axvline(0.4 * budgets[task], color="grey", ls=":", lw=1)
         ax.set_title(f"{task}: median (IQR) over seeds")
         ax.set_xlabel("total training epochs")
-        ax.set_ylabel("hypervolume (fraction of the reference box)")
+        ax.set_ylabel("hypervolume (val_error x log10 FLOPs)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small", loc="lower right")
     return save_png(fig, path)
@@ -289,6 +306,11 @@ def run(args) -> Section:
     done_path, history_path = out / "runs.parquet", out / "history.parquet"
     config_path = out / "config.json"
     if config_path.exists() and json.loads(config_path.read_text()) != config:
+        if args.analyze_only:
+            raise SystemExit(
+                f"error: {out} holds runs of other sizes ({config_path.read_text()}); pass the "
+                "same --max-t/--full-trials/--es-trials/--asha-trials (or --quick) as that run"
+            )
         for path in (done_path, history_path, out / "references.json"):
             path.unlink(missing_ok=True)  # other sizes: start over
     config_path.write_text(json.dumps(config))
@@ -350,6 +372,7 @@ def run(args) -> Section:
             mine = frames[(frames.task == task) & (frames.arm == arm)]
             final = [hv_at(c, budget) for c in runs]
             at40 = [hv_at(c, 0.4 * budget) for c in runs]
+            full40 = [hv_at(c, 0.4 * budget, "full") for c in runs]
             reach = [epochs_to_reach(c, target, budget) for c in runs]
             median_reach = float(np.median(reach))
             reach_text = (
@@ -357,10 +380,11 @@ def run(args) -> Section:
                 if np.isfinite(median_reach)
                 else f"not within {budget}"
             )
-            full = mine.groupby("seed")["status"].apply(lambda s: (s == "completed").sum())
+            full = [hv_at(c, budget, "full") for c in runs]
             used = mine.groupby("seed").apply(lambda f: epochs_used(f, max_t).sum())
             rows.append([task, f"({arm}) {label}", f"{np.median(used):.0f}",
-                         f"{np.median(full):.0f}", f"{np.median(at40):.4f}",
+                         f"{np.median(full):.0f}", f"{np.median(full40):.0f}",
+                         f"{np.median(at40):.4f}",
                          f"{np.median(final):.4f}", reach_text,
                          f"{sum(np.isfinite(reach))}/{len(reach)}"])  # fmt: skip
             numbers[f"{task}.{arm}.final_hv"] = round(float(np.median(final)), 4)
@@ -376,7 +400,8 @@ def run(args) -> Section:
     body.append("")
     body.append(
         table(
-            ["task", "arm", "epochs used (median)", "full-budget trials", "HV at 40% of budget",
+            ["task", "arm", "epochs run (median)", "full-budget trials", "of them by 40%",
+             "HV at 40% of budget",
              "HV at budget", "epochs to reach (a)'s final HV (median)", "seeds that reach it"],
             rows,
         )
