@@ -443,7 +443,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--full-trials", type=int, default=6, help="trials of (a); its epochs are the budget"
     )
-    parser.add_argument("--es-trials", type=int, default=22, help="trials of (b) and (c)")
+    parser.add_argument("--es-trials", type=int, default=28, help="trials of (b) and (c)")
     parser.add_argument(
         "--asha-trials",
         type=int,
