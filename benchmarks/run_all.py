@@ -34,6 +34,7 @@ BENCHMARKS = {
     "data_pipeline": [],
     "methods_digits": [],
     "gpu_packing": [],
+    "mo_early_stopping": [],
 }
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 MARK = "<!-- benchmark: {} -->"
