@@ -353,3 +353,19 @@ def test_samplers_accept_stopped_trials_and_nsga2_never_picks_them(algorithm):
         ]
         counts = np.bincount(complete)
         assert len(counts) >= 2 and (counts[:-1] == search.population_size).all()
+
+
+def test_create_scheduler_from_the_spec(tmp_path):
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
+
+    from tuner.schedulers import create_scheduler
+
+    spec = parse_spec(spec_body(grace_period=1))
+    scheduler = create_scheduler(spec, tmp_path, [("val_error", "<=", 0.5)])
+    assert isinstance(scheduler, MOASHAScheduler) and scheduler.levels == [1, 3]
+    assert scheduler.constraints == [("val_error", "<=", 0.5)]
+    asha = create_scheduler(parse_spec(spec_body(algorithm="asha")), tmp_path)
+    assert isinstance(asha, AsyncHyperBandScheduler)
+    assert (asha._metric, asha._mode, asha._max_t) == ("val_error", "min", 9)
+    fifo = create_scheduler(parse_spec({**spec_body(), "scheduler": None}), tmp_path)
+    assert type(fifo) is FIFOScheduler
