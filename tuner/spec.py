@@ -17,6 +17,7 @@ import yaml
 from search_spaces import SearchSpace, SpaceError, load_space
 from trainables.config import FIELDS, ConfigError, check_value
 from trainables.train import METRICS
+from tuner import strict_yaml
 
 KINDS = ("optimize", "random", "reproduction", "reevaluate", "evaluate")
 ALGORITHMS = ("nsga2", "tpe", "gp", "random", "lhs", "grid")
@@ -75,6 +76,8 @@ class StudySpec:
     layers: int = 2  # reevaluate: the first k non-dominated layers
     top: int = 10  # evaluate: the N most accurate layer-1 configs
     sparsities: list[float] = field(default_factory=list)
+    trial_timeout_s: float | None = None  # wall clock per trial; past it the trial fails
+    study_timeout_s: float | None = None  # wall clock per driver; past it the study pauses
     source: str = ""  # the YAML text after overrides, kept with the results
 
     @property
@@ -114,7 +117,10 @@ def apply_override(body: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise SpecError(f"--set {assignment!r}: expected key=value, e.g. --set trials=8")
     key, text = assignment.split("=", 1)
-    value = yaml.safe_load(text) if text else ""
+    try:
+        value = strict_yaml.load(text) if text else ""
+    except yaml.YAMLError as err:
+        raise SpecError(f"--set {assignment!r}: the value is not valid YAML ({err})") from None
     target = body
     parts = key.strip().split(".")
     for part in parts[:-1]:
@@ -142,6 +148,16 @@ def _positive_int(value: Any, where: str, minimum: int = 1) -> int:
     return value
 
 
+def _timeout(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise SpecError(
+            f"{where}={value!r}: expected seconds > 0 (e.g. {where}: 600), or leave it out"
+        )
+    return float(value)
+
+
 def check_trainable(path: str) -> str:
     """A custom trainable, 'package.module:function' or 'file.py:function': importable now,
     so a typo fails before Ray starts. File paths become absolute (workers run elsewhere)."""
@@ -161,6 +177,13 @@ def check_trainable(path: str) -> str:
         import_function(path)
     except (ImportError, AttributeError, SyntaxError) as err:
         raise SpecError(f"trainable={path!r} cannot be imported: {err}") from None
+    except Exception as err:  # the module's own code raised while it was imported
+        where = target if target.endswith(".py") else f"module {target}"
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise SpecError(
+            f"trainable={path!r}: importing {where} raised {type(err).__name__}: {first} "
+            "(fix that file; `python -c 'import ...'` shows the traceback)"
+        ) from None
     return path
 
 
@@ -289,6 +312,8 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
         layers=_positive_int(body.get("layers", 2), "layers"),
         top=_positive_int(body.get("top", 10), "top"),
         sparsities=list(sparsities),
+        trial_timeout_s=_timeout(body.get("trial_timeout_s"), "trial_timeout_s"),
+        study_timeout_s=_timeout(body.get("study_timeout_s"), "study_timeout_s"),
         source=source,
     )
     if not builtin:
@@ -327,7 +352,12 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     if not path.is_file():
         raise SpecError(f"spec file {str(path)!r} not found (ready specs are in studies/)")
     try:
-        body = yaml.safe_load(path.read_text())
+        body = strict_yaml.load(path.read_text())
+    except strict_yaml.DuplicateKeyError as err:
+        raise SpecError(
+            f"{path}: duplicate key {err.key!r} at line {err.line} (first at line "
+            f"{err.first_line}); keep one of them"
+        ) from None
     except yaml.YAMLError as err:  # one line: where, and what the parser expected
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
