@@ -236,11 +236,34 @@ class ProgressReporter(Callback):
         space: SearchSpace,
         search_seed: int | None,
         label: str = "",
+        at_a_time: int = 1,
     ):
         self.study_dir, self.total, self.objectives = Path(study_dir), total, objectives
         self.space, self.search_seed, self.label = space, search_seed, label
+        self.at_a_time = max(1, at_a_time)
         self.done = 0
         self.start = time.monotonic()
+        self.estimated = False
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        """Once per search, from the first epoch any trial reports: what the budget means in
+        time (so `epochs: 1e9` reads as years at the start, not after the first trial)."""
+        epochs = (trial.config or {}).get("epochs")
+        seconds = result.get("time_this_iter_s")
+        if self.estimated or result.get("epoch") != 1 or not isinstance(epochs, int | float):
+            return
+        if not isinstance(seconds, int | float):
+            return
+        self.estimated = True
+        per_trial = seconds * epochs
+        left = per_trial * max(self.total - self.done, 1) / self.at_a_time
+        print(
+            f"{self.label}estimate from the first epoch ({duration(seconds)}): a trial of "
+            f"{epochs:g} epochs ~{duration(per_trial)}, this search's {self.total} trials "
+            f"({self.at_a_time} at a time) ~{duration(left)}",
+            file=sys.stdout,
+            flush=True,
+        )
 
     def setup(self, **info):
         # Also runs when a study resumes: count what this search already finished.
@@ -289,6 +312,8 @@ def duration(seconds: float) -> str:
     """45s, 12m, 3.5h, 41 days: a budget of 1e9 epochs reads as what it is."""
     if seconds != seconds or seconds == float("inf"):
         return "?"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     if seconds < 120:
         return f"{seconds:.0f}s"
     if seconds < 7200:

@@ -16,6 +16,7 @@ from pathlib import Path
 NOTICES = {
     "ray.tune.execution.experiment_state": ("Experiment state snapshotting has been triggered",),
     "ray._private.authentication.authentication_token_setup": ("Token authentication is",),
+    "ray.tune.analysis.experiment_analysis": ("Failed to fetch metrics",),
     "ray.tune.tune": (
         "Stop signal received",
         "Experiment has been interrupted",
