@@ -384,18 +384,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from trainables.config import ConfigError  # light: the results commands don't load torch
+class Terminated(Exception):
+    """SIGTERM before a study's own handler is in place (tuner.interrupt.Interrupts)."""
 
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
+def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminated) if threading_is_main() else None
     try:
-        return args.func(args)
-    except ConfigError as err:  # bad input: one line naming the field and the fix
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C before a study's own handler is in place
+        from trainables.config import ConfigError  # light: results commands don't load torch
+
+        try:
+            return args.func(args)
+        except ConfigError as err:  # bad input: one line naming the field and the fix
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    except (KeyboardInterrupt, Terminated) as stop:  # before a study's own handlers
         print("\ninterrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

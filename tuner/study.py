@@ -441,20 +441,18 @@ def check_resumable(study_dir: Path, searches) -> None:
         raise ConfigError(str(err)) from None
     if (study_dir / TRIALS).exists():
         return
+    finished = 0
     for search in searches:
         experiment_dir = study_dir / search.label
-        if not tune.Tuner.can_restore(str(experiment_dir)):
-            continue
-        finished = [
-            t for t in ExperimentAnalysis(str(experiment_dir)).trials
-            if t.status in ("TERMINATED", "ERROR")
-        ]  # fmt: skip
-        if finished:
-            err = DamagedFileError(
-                f"{study_dir / TRIALS} is missing although {len(finished)} trials finished; "
-                + what_to_do(study_dir, TRIALS)
-            )
-            raise ConfigError(str(err))
+        if tune.Tuner.can_restore(str(experiment_dir)):
+            trials = ExperimentAnalysis(str(experiment_dir)).trials
+            finished += sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+    if finished:
+        err = DamagedFileError(
+            f"{study_dir / TRIALS} is missing although {finished} trials finished; "
+            + what_to_do(study_dir, TRIALS)
+        )
+        raise ConfigError(str(err))
 
 
 def _run_study(
@@ -484,7 +482,7 @@ def _run_study(
     searches = plan_searches(spec)  # reads the `from` studies: fails before Ray starts
     total = budget(searches)
     if resume:
-        check_resumable(spec.study_dir, searches)
+        check_resumable(spec.study_dir.resolve(), searches)
     # Loaded once by the driver, before anything is written or Ray starts (a missing dataset
     # stops the study here, with one message), then shared with every trial through the
     # object store.
