@@ -4,12 +4,15 @@ Every log record of Ray's loggers (Tune's included) is also written to
 ``<study>/driver.log`` (kept in memory until the study's folder exists). The notices below
 say nothing a sparsetune user can act on, or say it wrongly for a study (Tune's
 `Tuner.restore(...)` hint where `run_study.py resume` is meant), so without `--verbose` they
-reach only that file.
+reach only that file. Tune's own console output (its experiment box, "View detailed results
+here", a failed trial's "errored after ... Error file:") is off too: its legacy reporter at
+`verbose=0` prints nothing (RAY_AIR_NEW_OUTPUT=0, unless the user set it).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 # logger name -> message prefixes kept off the terminal unless --verbose
@@ -17,6 +20,8 @@ NOTICES = {
     "ray.tune.execution.experiment_state": ("Experiment state snapshotting has been triggered",),
     "ray._private.authentication.authentication_token_setup": ("Token authentication is",),
     "ray.tune.analysis.experiment_analysis": ("Failed to fetch metrics",),
+    # a failed trial's traceback: its progress line says why, error.txt holds the traceback
+    "ray.tune.execution.tune_controller": ("Trial task failed",),
     "ray.tune.tune": (
         "Stop signal received",
         "Experiment has been interrupted",
@@ -85,6 +90,10 @@ class RayLogRouting:
 
     def __enter__(self) -> RayLogRouting:
         logging.getLogger("ray").addHandler(self.handler)
+        self._set_output = False
+        if not self.verbose and "RAY_AIR_NEW_OUTPUT" not in os.environ:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+            self._set_output = True
         if not self.verbose:
             for name, prefixes in NOTICES.items():
                 logger = logging.getLogger(name)
@@ -94,6 +103,8 @@ class RayLogRouting:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._set_output:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         for logger, divert in self._filters:
             logger.removeFilter(divert)
         logging.getLogger("ray").removeHandler(self.handler)
