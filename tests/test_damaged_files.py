@@ -288,3 +288,28 @@ def test_tune_and_ray_notices_go_to_the_study_log(tmp_path, verbose):
     assert "something else from Tune" in terminal.getvalue()
     assert (notice in terminal.getvalue()) == verbose
     assert ("Token authentication" in terminal.getvalue()) == verbose
+
+
+# -- --overwrite of a finished study is atomic ----------------------------------------------
+
+
+def test_overwrite_puts_the_old_study_back_when_the_new_never_starts(tmp_path):
+    from tuner.study import ReplacedStudy
+
+    study = write_study(tmp_path, "old", optimize_trials(), OBJECTIVES)
+    before = {p.name: p.read_bytes() for p in study.iterdir()}
+    replaced = ReplacedStudy()
+    replaced.move_aside(study)
+    assert not study.exists() and replaced.aside.is_dir() and replaced.aside.name.startswith(".")
+    study.mkdir()
+    (study / "spec.yaml").write_text("the new one, stopped before its first trial")
+    replaced.settle()
+    assert {p.name: p.read_bytes() for p in study.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["old"]
+
+    replaced = ReplacedStudy()  # this time the new study starts: the old one goes
+    replaced.move_aside(study)
+    study.mkdir()
+    replaced.new_study_started()
+    replaced.settle()
+    assert [p.name for p in tmp_path.iterdir()] == ["old"] and not list(study.iterdir())

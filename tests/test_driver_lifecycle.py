@@ -320,3 +320,33 @@ def test_absurd_budget_estimated_and_study_timeout_pauses(tmp_path):
         f"resume forever --storage {storage}"
     )
     assert "finished" not in out
+
+
+def test_overwrite_keeps_the_old_study_until_the_new_one_starts(local_ray, tmp_path):
+    """`--overwrite` of a finished study: until the new study's first trial starts, the old
+    folder is kept whole (renamed aside); then it is gone and the folder is the new study."""
+    from ray.tune import Callback
+
+    from tuner.spec import load_spec
+    from tuner.study import run_study as run
+
+    storage = tmp_path / "runs"
+    sets = [f"storage={storage}", "name=again", "trials=2", "search.population_size=2", *TINY]
+    old = run(load_spec(DEFAULT, sets), dashboard=False)
+    old_ids = set(read_table(old.study_dir / "trials.parquet")["trial_id"])
+
+    seen = {}
+
+    class BeforeTheFirstTrial(Callback):
+        def setup(self, **info):
+            aside = [p for p in storage.iterdir() if p.name.startswith(".again.replaced-")]
+            seen["aside"] = aside and set(read_table(aside[0] / "trials.parquet")["trial_id"])
+            seen["folder"] = sorted(p.name for p in (storage / "again").iterdir())
+
+    new = run(load_spec(DEFAULT, sets), overwrite=True, dashboard=False,
+              callbacks=[BeforeTheFirstTrial()])  # fmt: skip
+    assert seen["aside"] == old_ids  # the old study, whole, while the new one set up
+    assert "trials.parquet" not in seen["folder"]
+    new_ids = set(read_table(new.study_dir / "trials.parquet")["trial_id"])
+    assert len(new_ids) == 2 and not new_ids & old_ids
+    assert sorted(p.name for p in storage.iterdir()) == ["again"]  # the old one is gone

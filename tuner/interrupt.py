@@ -13,6 +13,7 @@ immediate exit leaves nothing running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -57,6 +58,21 @@ class Interrupts:
     def __exit__(self, *exc) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+
+    @contextlib.contextmanager
+    def around_ray_start(self):
+        """`ray.init` installs its own SIGTERM handler (`sys.exit(15)`, a traceback when it
+        lands mid-start); while it starts, ours stays, and afterwards ours is back."""
+        import ray._private.utils as ray_utils
+
+        original = ray_utils.set_sigterm_handler
+        ray_utils.set_sigterm_handler = lambda handler: None
+        try:
+            yield
+        finally:
+            ray_utils.set_sigterm_handler = original
+            for signum in EXIT_CODES:
+                signal.signal(signum, self._handle)
 
 
 def relay_to_tune() -> bool:

@@ -178,11 +178,14 @@ def check_trainable(path: str) -> str:
     except (ImportError, AttributeError, SyntaxError) as err:
         raise SpecError(f"trainable={path!r} cannot be imported: {err}") from None
     except Exception as err:  # the module's own code raised while it was imported
-        where = target if target.endswith(".py") else f"module {target}"
         first = (str(err).strip().splitlines() or [""])[0][:200]
+        if target.endswith(".py"):
+            where, see = target, f"python {target}"
+        else:
+            where, see = f"module {target}", f"python -c 'import {target}'"
         raise SpecError(
             f"trainable={path!r}: importing {where} raised {type(err).__name__}: {first} "
-            "(fix that file; `python -c 'import ...'` shows the traceback)"
+            f"(fix that file; `{see}` shows the traceback)"
         ) from None
     return path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -491,7 +492,8 @@ def _run_study(
         dataset, data_dir = shared_dataset(spec, searches)
         data = load_dataset(dataset, data_dir) if dataset else None
     # Ray first: an unreachable --address or a missing token leaves no study folder behind.
-    dashboard_url = init_ray(address, dashboard)
+    with interrupts.around_ray_start() if interrupts is not None else contextlib.nullcontext():
+        dashboard_url = init_ray(address, dashboard)
     if interrupts is not None and interrupts.requested:  # Ctrl-C during Ray's start-up
         return StudyResult(spec.study_dir, pd.DataFrame(), pd.DataFrame(), None,
                            interrupted=True, budget=total, started=False)  # fmt: skip
@@ -553,7 +555,8 @@ def _run_study(
                 search.space,
                 search.search_seed,
                 label,
-            ),  # fmt: skip
+                at_a_time=max_concurrent,
+            ),
             StudyMetrics(spec.name, spec.objectives),  # dashboard metrics
             *([UploadStudyFiles(study_dir, uri)] if uri else []),
             *callbacks,
