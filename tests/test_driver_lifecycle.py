@@ -203,13 +203,14 @@ def test_ctrl_c_pauses_every_seed_and_a_moved_copy_resumes_in_place(tmp_path, ca
 
 
 def test_ctrl_c_during_ray_start_up(tmp_path):
-    """SIGTERM once while Ray starts: exit 143, nothing written. SIGINT twice while Ray
-    starts: exit 130 at once, no traceback, and none of its processes left."""
+    """SIGTERM once (to the driver, as `kill PID` sends it) while Ray starts: exit 143,
+    nothing written. SIGINT twice (to the process group, as Ctrl-C) while Ray starts: exit
+    130 at once, no traceback, and none of its processes left."""
     storage = tmp_path / "runs"
     once = Driver(tmp_path, "once", run_args(storage, "early", "trials=2", *TINY))
     try:
         once.wait_for_ray_start()
-        once.signal(signal.SIGTERM)
+        os.kill(once.proc.pid, signal.SIGTERM)
         code = once.wait(timeout=180)
     finally:
         once.stop()

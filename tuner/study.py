@@ -492,8 +492,14 @@ def _run_study(
         dataset, data_dir = shared_dataset(spec, searches)
         data = load_dataset(dataset, data_dir) if dataset else None
     # Ray first: an unreachable --address or a missing token leaves no study folder behind.
-    with interrupts.around_ray_start() if interrupts is not None else contextlib.nullcontext():
-        dashboard_url = init_ray(address, dashboard)
+    try:
+        with interrupts.around_ray_start() if interrupts else contextlib.nullcontext():
+            dashboard_url = init_ray(address, dashboard)
+    except Exception:
+        # a signal to the whole process group also reaches the Ray processes being started
+        # (they block SIGINT only): a start that fails then is the interruption, not an error
+        if interrupts is None or not interrupts.requested:
+            raise
     if interrupts is not None and interrupts.requested:  # Ctrl-C during Ray's start-up
         return StudyResult(spec.study_dir, pd.DataFrame(), pd.DataFrame(), None,
                            interrupted=True, budget=total, started=False)  # fmt: skip
