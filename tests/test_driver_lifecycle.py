@@ -58,7 +58,7 @@ class Driver:
     def wait_for_ray_start(self, timeout: float = 240) -> None:
         """Until the driver has started Ray's first process (its child, the GCS server)."""
         deadline = time.monotonic() + timeout
-        while not children(self.proc.pid):
+        while not children(self.proc.pid, "gcs_server"):
             assert self.proc.poll() is None, self.output[-3000:]
             assert time.monotonic() < deadline, self.output[-3000:]
             time.sleep(0.05)
@@ -72,13 +72,14 @@ class Driver:
         self.proc.wait()
 
 
-def children(pid: int) -> list[int]:
+def children(pid: int, command: str) -> list[int]:
+    """The child processes of `pid` whose command line holds `command`."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 status = (entry / "status").read_text()
-                if f"\nPPid:\t{pid}\n" in status:
+                if f"\nPPid:\t{pid}\n" in status and command in (entry / "cmdline").read_text():
                     found.append(int(entry.name))
     return found
 
@@ -305,7 +306,7 @@ def test_absurd_budget_estimated_and_study_timeout_pauses(tmp_path):
     """`epochs=1e9`: the estimate after the first epoch reads in years; study_timeout_s
     pauses the study (resumable), and nothing says finished."""
     storage = tmp_path / "runs"
-    args = run_args(storage, "forever", "trials=2", "fixed.epochs=1e9", "study_timeout_s=20",
+    args = run_args(storage, "forever", "trials=2", "fixed.epochs=1e9", "study_timeout_s=60",
                     "search.population_size=2", "max_concurrent=2", "fixed.width=32")  # fmt: skip
     driver = Driver(tmp_path, "forever", args)
     try:
@@ -317,7 +318,7 @@ def test_absurd_budget_estimated_and_study_timeout_pauses(tmp_path):
     estimate = next(line for line in out.splitlines() if "estimate from the first epoch" in line)
     assert "a trial of 1e+09 epochs ~" in estimate and "years" in estimate, estimate
     assert out.strip().splitlines()[-1] == (
-        "stopped at study_timeout_s=20: 0 of 2 trials done; continue with run_study.py "
+        "stopped at study_timeout_s=60: 0 of 2 trials done; continue with run_study.py "
         f"resume forever --storage {storage}"
     )
     assert "finished" not in out
