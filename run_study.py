@@ -24,7 +24,7 @@ LAYER_TABLE_COLUMNS = [
 def parse_assignments(assignments: list[str]) -> dict:
     import yaml
 
-    from trainables.config import ConfigError
+    from contract.errors import ConfigError
     from tuner import strict_yaml
 
     values = {}
@@ -47,9 +47,11 @@ TOP_ERRORS = 3
 
 def error_counts(trials) -> list[tuple[str, int]]:
     """The failed trials' errors (first line), most common first."""
-    if not len(trials) or "error" not in trials.columns:
+    from contract.columns import ERROR, FAILED, STATUS
+
+    if not len(trials) or ERROR not in trials.columns:
         return []
-    failed = trials[trials["status"] == "failed"]["error"].dropna().astype(str)
+    failed = trials[trials[STATUS] == FAILED][ERROR].dropna().astype(str)
     firsts = failed.map(lambda text: (text.strip().splitlines() or [""])[0][:200])
     return list(firsts.value_counts().items())
 
@@ -81,10 +83,12 @@ def print_stopped(spec, result, interrupts) -> int:
 
 def print_outcome(spec, result, seconds: float) -> int:
     """The summary line (counts by status, top errors), the layer-1 table; the exit code."""
+    from contract.columns import FAILED, STATUS
+
     trials = result.trials
-    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    counts = trials[STATUS].value_counts().to_dict() if len(trials) else {}
     errors = error_counts(trials)
-    if len(trials) and counts.get("failed", 0) == len(trials):
+    if len(trials) and counts.get(FAILED, 0) == len(trials):
         top, times = errors[0] if errors else ("no error recorded", len(trials))
         print(
             f"error: every trial of study {spec.name!r} failed ({len(trials)} of "
@@ -103,7 +107,9 @@ def print_result(spec, result, seconds: float) -> None:
 
     trials = result.trials
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
-    statuses = ["completed", "failed", "diverged"]
+    from contract.columns import COMPLETED, DIVERGED, FAILED
+
+    statuses = [COMPLETED, FAILED, DIVERGED]
     statuses += sorted(set(counts) - set(statuses))
     print(
         f"\nstudy {spec.name!r} finished in {duration(seconds)}: "
@@ -148,7 +154,8 @@ def drive(args: argparse.Namespace, spec, **how) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from tuner.spec import load_spec
 
-    spec = load_spec(args.spec, args.set)  # every check happens here, before Ray starts
+    # every check happens here, before torch or Ray is imported (a typo costs milliseconds)
+    spec = load_spec(args.spec, args.set)
     return drive(args, spec, overwrite=args.overwrite)
 
 
@@ -398,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminated) if threading_is_main() else None
     try:
-        from trainables.config import ConfigError  # light: results commands don't load torch
+        from contract.errors import ConfigError  # light: results commands don't load torch
 
         try:
             return args.func(args)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contract.errors import ResultsError
 from results.parquet import STUDY_FILES, TRIALS
-from results.study import ResultsError
 
 
 class DamagedFileError(ResultsError):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from contract.errors import ResultsError
 from results.parquet import STUDY_FILES
-from results.study import ResultsError
 
 OUTPUT_FORMATS = (".parquet", ".csv")
 READING_STATEMENTS = ("SELECT", "EXPLAIN")  # DESCRIBE, SHOW, WITH ... parse as SELECT

@@ -24,7 +24,7 @@ import socket
 import time
 from pathlib import Path
 
-from trainables.config import ConfigError
+from contract.errors import ConfigError
 
 
 class StudyLockedError(ConfigError):
