@@ -618,9 +618,9 @@ def _run_study(
         if deadline.fired:
             stopped = "timeout"
             break
-    if uri:
-        upload_study_files(study_dir, uri)
     if stopped:
+        if uri:
+            upload_study_files(study_dir, uri)
         trials = read_table(study_dir / TRIALS) if (study_dir / TRIALS).exists() else None
         return StudyResult(study_dir, trials if trials is not None else pd.DataFrame(),
                            pd.DataFrame(), None, interrupted=stopped == "interrupted",
