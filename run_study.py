@@ -138,6 +138,10 @@ def print_result(spec, result, seconds: float) -> None:
 def drive(args: argparse.Namespace, spec, **how) -> int:
     """Run or resume `spec` with Ctrl-C as a pause; print the outcome; the exit code."""
     from tuner.interrupt import Interrupts
+    from tuner.lock import StudyLock
+
+    # a study another driver runs is refused in a second, before torch and Ray are imported
+    StudyLock(spec.storage, spec.name).check_free()
     from tuner.study import run_study
 
     start = time.monotonic()
