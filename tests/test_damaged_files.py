@@ -313,3 +313,16 @@ def test_overwrite_puts_the_old_study_back_when_the_new_never_starts(tmp_path):
     replaced.new_study_started()
     replaced.settle()
     assert [p.name for p in tmp_path.iterdir()] == ["old"] and not list(study.iterdir())
+
+
+def test_a_trainable_that_is_not_a_function_is_refused(tmp_path, capsys):
+    module = tmp_path / "notfn.py"
+    module.write_text("train = 42\n")
+    args = ["run", str(ROOT / "studies" / "custom.yaml"), "--set", f"trainable={module}:train",
+            "--set", f"storage={tmp_path}/runs"]  # fmt: skip
+    assert run_study.main(args) == 2
+    line = one_error_line(capsys)
+    assert line == (
+        f"error: trainable='{module}:train': train is not a function (it is 42); "
+        "write `def train(config): ... ray.tune.report(metrics)`"
+    )

@@ -172,7 +172,7 @@ def check_trainable(path: str) -> str:
     from tuner.imports import import_function
 
     try:
-        import_function(path)
+        function = import_function(path)
     except (ImportError, AttributeError, SyntaxError) as err:
         raise SpecError(f"trainable={path!r} cannot be imported: {err}") from None
     except Exception as err:  # the module's own code raised while it was imported
@@ -185,6 +185,11 @@ def check_trainable(path: str) -> str:
             f"trainable={path!r}: importing {where} raised {type(err).__name__}: {first} "
             f"(fix that file; `{see}` shows the traceback)"
         ) from None
+    if not callable(function):
+        raise SpecError(
+            f"trainable={path!r}: {name} is not a function (it is {repr(function)[:40]}); "
+            f"write `def {name}(config): ... ray.tune.report(metrics)`"
+        )
     return path
 
 
