@@ -326,3 +326,28 @@ def test_a_trainable_that_is_not_a_function_is_refused(tmp_path, capsys):
         f"error: trainable='{module}:train': train is not a function (it is 42); "
         "write `def train(config): ... ray.tune.report(metrics)`"
     )
+
+
+def test_a_second_signal_releases_the_lock_before_it_exits(tmp_path):
+    """The second SIGINT exits at once (os._exit), after the actions registered for it."""
+    code = f"""
+import os, signal, time
+from tuner.interrupt import Interrupts
+from tuner.lock import StudyLock
+with Interrupts() as interrupts:
+    lock = StudyLock({str(tmp_path)!r}, "s").acquire()
+    interrupts.before_exit(lock.release)
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "ready"
+    assert Path(lock_path(str(tmp_path), "s")).exists()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    err = proc.stderr.read()
+    assert "interrupted again (SIGINT): exiting now" in err and "Traceback" not in err
+    assert not Path(lock_path(str(tmp_path), "s")).exists()

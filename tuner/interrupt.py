@@ -27,6 +27,12 @@ class Interrupts:
     def __init__(self):
         self.signal: int | None = None
         self._previous: dict[int, object] = {}
+        self._before_exit: list = []
+
+    def before_exit(self, action) -> None:
+        """`action()` runs (last registered first) before a second signal's immediate exit:
+        e.g. releasing the study's lock, putting back a study being replaced."""
+        self._before_exit.append(action)
 
     @property
     def requested(self) -> bool:
@@ -40,6 +46,9 @@ class Interrupts:
         if self.signal is not None:  # the second one: out now, no traceback, no cleanup
             sys.stderr.write(f"\ninterrupted again ({signal.Signals(signum).name}): exiting now\n")
             sys.stderr.flush()
+            for action in reversed(self._before_exit):
+                with contextlib.suppress(Exception):
+                    action()
             os._exit(EXIT_CODES.get(signum, 130))
         self.signal = signum
         sys.stderr.write(

@@ -370,6 +370,9 @@ def run_study(
     lock = StudyLock(spec.storage, spec.name)
     lock.check_free()  # refuse at once, before Ray starts, when another driver runs it
     replaced = ReplacedStudy()
+    if interrupts is not None:  # a second Ctrl-C exits at once, but not before these
+        interrupts.before_exit(lock.release)
+        interrupts.before_exit(replaced.settle)
     with RayLogRouting(verbose) as logs:
         try:
             return _run_study(
