@@ -146,3 +146,26 @@ def test_n_m_pattern_trains_without_a_sparsity():
     trainer = Trainer(make_config({"method": "rigl", "pattern": "n:m", "epochs": 1}))
     metrics = trainer.run_epoch()
     assert metrics["density"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_a_home_that_cannot_hold_rays_token_gets_a_private_one(tmp_path: Path, monkeypatch):
+    """Ray writes a new local cluster's token to ~/.ray; a read-only HOME would be a traceback."""
+    from tuner.cluster import local_token_path
+
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # writable: Ray's own place is used
+    assert local_token_path() is None
+    blocked = tmp_path / "home-is-a-file"
+    blocked.write_text("")  # ~/.ray cannot be made under it, as under a read-only HOME
+    monkeypatch.setenv("HOME", str(blocked))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    path = local_token_path()
+    assert path is not None and path.parent.stat().st_mode & 0o777 == 0o700
+    token = path.read_text()
+    assert len(token) == 64 and int(token, 16) >= 0
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert local_token_path().read_text() == token  # kept, not regenerated
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/elsewhere/token")  # the user's choice wins
+    assert local_token_path() is None

@@ -345,6 +345,15 @@ def forget_unknown_trials(experiment_dir: str | Path, known: set[str]) -> int:
     return dropped
 
 
+def point_scheduler_at(tuner, experiment_dir: str | Path | None) -> None:
+    """A restored Tuner's MO-ASHA reads its rung records from ``experiment_dir`` (the study
+    may have moved since Tune pickled the scheduler); other schedulers are left alone."""
+    scheduler = tuner._local_tuner._tune_config.scheduler  # Tune's own, as unpickled
+    if isinstance(scheduler, MOASHAScheduler):
+        scheduler.state_dir = None if experiment_dir is None else Path(experiment_dir)
+        scheduler._loaded = False
+
+
 def create_scheduler(
     spec, experiment_dir: str | Path | None, constraints: list[tuple[str, str, float]] = ()
 ) -> TrialScheduler:
