@@ -7,16 +7,27 @@ Every prunable layer runs through `SwatLinear` / `SwatConv2d` (torch.autograd.Fu
   input activations (by magnitude, over the layer's whole mini-batch input) that the forward
   saved, and *dense*: every weight, active or not, receives it, so dropped weights can return.
 
-The dense weights are kept and updated; the masks (the top-K) are recomputed after every
-optimizer step, or every `topk_period` steps, reusing each layer's weight and activation
-threshold in between (the paper's top-K threshold reuse). `distribution` uniform is SWAT-U,
-erk is SWAT-ERK (the weight densities; the activation density of every layer is
-1 - sparsity, as in the paper's SWAT-U / SWAT-ERK, which keep the activation sparsity
-uniform). Layers in `dense_first_last` stay dense in weights and activations.
+As the authors' code (AamirRaihan/SWAT, `SWAT-code/cifar10-100-code/custom_layers/`,
+`topk/drop.py`, `dynamic_sparsity.py`):
+
+- each layer keeps K = ceil(density_l * numel) weights and ceil(density_l * numel) input
+  activations, by threshold (|x| >= the K-th largest |x|, drop.py's matrix_drop /
+  drop_nhwc), where density_l is that layer's density: uniform for SWAT-U, the layer's ERK
+  density for SWAT-ERK (weights *and* activations);
+- `topk_period`: convolutions recompute the exact top-K every `topk_period` steps and reuse
+  each layer's weight and activation threshold in between; linear layers always take the exact
+  top-K (custom_linear.py has no threshold reuse).
+
+Where it differs from the authors' code: no `warmup` epochs of exact top-K before the reuse
+starts (the reuse starts at once); `dense_first_last` keeps the first and last layer dense in
+weights and activations, where the reference's erdos_renyi_kernel overwrites its
+sparsify_first/last_layer choice with an ERK density; the K-th largest value is found by
+selection (`masks.kth_largest`) rather than a sort, the same threshold.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -25,7 +36,7 @@ from torch import Tensor, nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from trainables.flops import swat_step_flops
-from trainables.sparsity.masks import prunable_layers, topk_mask
+from trainables.sparsity.masks import kth_largest, prunable_layers, topk_mask
 from trainables.sparsity.methods import SparseTraining
 
 
@@ -73,20 +84,22 @@ class SwatConv2d(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None, None, None, None
 
 
+def swat_keep_count(density: float, numel: int) -> int:
+    """drop.py's k = int(ceil(select_percentage * numel))."""
+    return max(1, min(numel, math.ceil(density * numel)))
+
+
 def topk_activations(x: Tensor, density: float) -> tuple[Tensor, Tensor]:
-    """(threshold, sparse x): exactly the round(density * numel) (at least 1) largest |x| kept
-    (ties broken by position; zeros are never counted as kept)."""
-    flat = x.detach().reshape(-1)
-    k = max(1, round(density * flat.numel()))
-    top = flat.abs().topk(k)
-    keep = torch.zeros_like(flat, dtype=torch.bool)
-    keep[top.indices] = True
-    return top.values[-1], (flat * (keep & (flat != 0))).view_as(x)
+    """(threshold, sparse x) as drop.py's drop_nhwc_send_th: threshold = the K-th largest |x|,
+    K = ceil(density * numel); every |x| >= threshold is kept (zeros stay zero)."""
+    x = x.detach()
+    threshold = kth_largest(x.abs(), swat_keep_count(density, x.numel()))
+    return threshold, sparse_activations(x, threshold)
 
 
 def sparse_activations(x: Tensor, threshold: Tensor) -> Tensor:
     x = x.detach()
-    return x * ((x.abs() >= threshold) & (x != 0))
+    return x * (x.abs() >= threshold)
 
 
 class SwatTraining(SparseTraining):
@@ -100,22 +113,28 @@ class SwatTraining(SparseTraining):
         densities: dict[str, float],
         *,
         topk_period: int,
-        activation_density: float,
         **common: Any,
     ) -> None:
         pattern = common["pattern"]
         self.densities = densities
         self.n_keep = {
-            name: max(1, round(densities[name] * pattern.n_units(tuple(w.shape))))
+            name: swat_keep_count(densities[name], pattern.n_units(tuple(w.shape)))
+            if pattern.kind == "unstructured"
+            else max(1, round(densities[name] * pattern.n_units(tuple(w.shape))))
             for name, w in weights.items()
+        }
+        self.is_conv = {
+            name: isinstance(module, nn.Conv2d) for name, module in prunable_layers(model).items()
         }
         masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
         super().__init__(method, weights, masks, **common)
         self.topk_period = topk_period
         self.weight_thresholds: dict[str, Tensor] = {}
         self.activation_thresholds: dict[str, Tensor] = {}
+        # The reference top-Ks each layer's activations at that layer's own density (SWAT-ERK:
+        # its ERK density), not at the global 1 - sparsity.
         self.target_activation_density = {
-            name: 1.0 if densities[name] >= 1.0 else activation_density for name in weights
+            name: 1.0 if densities[name] >= 1.0 else densities[name] for name in weights
         }
         # The activation density the last training forward kept, per layer (for FLOPs).
         self.activation_density = dict(self.target_activation_density)
@@ -127,26 +146,35 @@ class SwatTraining(SparseTraining):
 
     # --- masks ---------------------------------------------------------------------
     @torch.no_grad()
-    def recompute_masks(self) -> None:
-        """Exact top-K per layer; remembers each layer's threshold for reuse."""
-        for name, weight in self.weights.items():
+    def recompute_masks(self, names: list[str] | None = None) -> None:
+        """Exact top-K of the layers `names` (default all); remembers each threshold for reuse."""
+        for name in self.weights if names is None else names:
             if self.densities[name] >= 1.0:
                 continue
-            mask = topk_mask(weight.abs(), self.n_keep[name], self.pattern)
-            self.masks[name].copy_(mask)
-            # the smallest kept |w| (no boolean indexing: no device sync)
-            self.weight_thresholds[name] = weight.abs().masked_fill(~mask, torch.inf).min()
+            magnitude = self.weights[name].detach().abs()
+            if self.pattern.kind == "unstructured":
+                threshold = kth_largest(magnitude, self.n_keep[name])
+                self.masks[name].copy_(magnitude >= threshold)
+            else:
+                mask = topk_mask(magnitude, self.n_keep[name], self.pattern)
+                self.masks[name].copy_(mask)
+                threshold = magnitude.masked_fill(~mask, torch.inf).min()
+            self.weight_thresholds[name] = threshold
         self.masks_changed()
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Dense weights stay; the top-K follows them: recomputed every topk_period steps,
-        else (unstructured) the layer's last threshold is reused."""
+        """Dense weights stay; the top-K follows them: exact every topk_period steps; in
+        between, convolutions reuse their last threshold (unstructured) or mask, linear layers
+        stay exact."""
         if self._next_step % self.topk_period == 0:
             self.recompute_masks()
-        elif self.pattern.kind == "unstructured":
+            return
+        self.recompute_masks([name for name in self.weights if not self.is_conv[name]])
+        if self.pattern.kind == "unstructured":
             for name, threshold in self.weight_thresholds.items():
-                self.masks[name].copy_(self.weights[name].abs() >= threshold)
+                if self.is_conv[name]:
+                    self.masks[name].copy_(self.weights[name].abs() >= threshold)
             self.masks_changed()
 
     @torch.no_grad()
@@ -197,7 +225,8 @@ class SwatTraining(SparseTraining):
             return x.detach()
         calls = self._forwards[name]
         self._forwards[name] = calls + 1
-        if calls % self.topk_period == 0 or name not in self.activation_thresholds:
+        exact = not self.is_conv[name] or calls % self.topk_period == 0
+        if exact or name not in self.activation_thresholds:
             threshold, x_sparse = topk_activations(x, density)
             self.activation_thresholds[name] = threshold
         else:
