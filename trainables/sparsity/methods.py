@@ -489,7 +489,7 @@ class SparseTraining:
         names = [n for n, m in self.masks.items() if not bool(m.all())]
         if not names:
             return {}
-        variance, nonzeros, zeros, death = {}, {}, {}, {}
+        variance, nonzeros, zeros = {}, {}, {}
         for name in names:
             mask = self.masks[name]
             variance[name] = self.momentum[name].abs()[mask].mean().item()
@@ -498,16 +498,22 @@ class SparseTraining:
         total_variance = sum(v for v in variance.values() if not math.isnan(v))
         if total_variance == 0.0:
             return {}
-        total_removed = 0
-        for name in names:
+        def removal(name: str, n_layers: int) -> int:
+            # a layer under 20% sparse whose momentum share is above average loses at most
+            # its zeros' fraction
             rate = death_rate
             sparsity = zeros[name] / self.masks[name].numel()
-            if sparsity < 0.2 and (1.0 / len(names)) / variance[name] < 1.0:
+            if sparsity < 0.2 and (1.0 / n_layers) / variance[name] < 1.0:
                 rate = min(sparsity, rate)
-            death[name] = math.ceil(rate * nonzeros[name])
-            total_removed += death[name]
+            return math.ceil(rate * nonzeros[name])
+
+        # gather_statistics sums the removals while it fills its table: the raw variance and
+        # the layers seen so far; calc_growth_redistribution and magnitude_death then use the
+        # normalized variance and all layers (as the reference does).
+        total_removed = sum(removal(name, i + 1) for i, name in enumerate(names))
         for name in names:
             variance[name] /= total_variance
+        death = {name: removal(name, len(names)) for name in names}
         regrowth = _snfs_redistribute(
             variance, death, zeros, self.snfs_adjusted_growth, total_removed
         )
