@@ -83,7 +83,8 @@ def reference_mag_prune_masks(model, prune_rate):
 
 class ReferenceModelBuffer:
     def __init__(self, names, max_size, avg_list):
-        self.max_size, self.middle, self.names, self.avg_list = max_size, max_size // 2, names, avg_list
+        self.max_size, self.middle = max_size, max_size // 2
+        self.names, self.avg_list = names, avg_list
         self.length = 0
         self.lists = {name: [] for name in names}
 
@@ -110,7 +111,9 @@ def reference_art(accuracies, dense_accuracies, size_model_buffer):
     buffer = ReferenceModelBuffer(["art_epoch", "train_acc_pr"], 2 * size_model_buffer + 1,
                                   ["train_acc_pr"])  # fmt: skip
     best = {"art_epoch": 0, "train_acc_pr": 0.0, "mean_train_acc_pr": 0.0}
-    for art_epoch, (acc_pr, acc_dense) in enumerate(zip(accuracies, dense_accuracies), 1):
+    for art_epoch, (acc_pr, acc_dense) in enumerate(
+        zip(accuracies, dense_accuracies, strict=True), 1
+    ):
         buffer.update({"art_epoch": art_epoch, "train_acc_pr": acc_pr})
         if buffer.avg_val("train_acc_pr") > best["train_acc_pr"]:
             best = buffer.get_middle_elem()
@@ -243,8 +246,17 @@ def test_trainer_restarts_the_lr_schedule_for_the_fine_tuning():
     from trainables.datasets import load_dataset
     from trainables.train import Trainer
 
-    config = {"method": "hypersparse", "sparsity": 0.9, "epochs": 4, "width": 16, "depth": 1,
-              "warmup_epochs": 1, "lambda_init": 1e-4, "eta": 2.0, "update_end": 0.5}
+    config = {
+        "method": "hypersparse",
+        "sparsity": 0.9,
+        "epochs": 4,
+        "width": 16,
+        "depth": 1,
+        "warmup_epochs": 1,
+        "lambda_init": 1e-4,
+        "eta": 2.0,
+        "update_end": 0.5,
+    }
     trainer = Trainer(config, load_dataset("digits"))
     trainer.run_epoch()
     trainer.run_epoch()  # regularized epoch; the prune is forced at epoch round(0.5 * 4) = 2

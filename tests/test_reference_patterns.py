@@ -62,9 +62,7 @@ def apex_create_mask(tensor, m=4, n=2):
 TWO_FOUR = Pattern("n:m", n=2, m=4)
 
 
-@pytest.mark.parametrize(
-    "shape", [(8, 8, 3, 3), (16, 12, 3, 3), (6, 4, 1, 1), (12, 32), (10, 8)]
-)
+@pytest.mark.parametrize("shape", [(8, 8, 3, 3), (16, 12, 3, 3), (6, 4, 1, 1), (12, 32), (10, 8)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_n_m_mask_equals_apex_m4n2_1d(shape, seed):
     weight = torch.randn(shape, generator=torch.Generator().manual_seed(seed))

@@ -46,7 +46,7 @@ def reference_schedule(n_batches, frequency, end_step, rigl):
     """apply_gradients + cond_mask_update_op over batches: [(batch, global_step, update)]."""
     global_step, last_update_step, events = 0, -frequency, []
     for batch in range(n_batches):
-        in_range = 0 <= global_step and (global_step <= end_step or end_step < 0)
+        in_range = global_step >= 0 and (global_step <= end_step or end_step < 0)
         update = in_range and last_update_step + frequency <= global_step
         events.append((batch, global_step, update))
         if update:

@@ -44,7 +44,7 @@ class ReferenceMasking:
         for name, weight in weights.items():
             self.masks[name][:] = self.magnitude_death(self.masks[name], weight, name)
         total_nonzero_new = 0
-        for name, weight in weights.items():
+        for name in weights:
             new_mask = self.masks[name].data.byte()
             total_regrowth = math.floor(name2regrowth[name] * 1.0)
             new_mask = self.momentum_growth(new_mask, total_regrowth, momentum[name])
@@ -182,7 +182,7 @@ def test_snfs_moves_weights_across_layers_and_none_keeps_them():
     before = {n: int(m.sum()) for n, m in training.masks.items()}
     # layer 0's momentum is 10x the others': redistribution grows there
     generator = torch.Generator().manual_seed(0)
-    for i, (name, buffer) in enumerate(training.momentum.items()):
+    for i, buffer in enumerate(training.momentum.values()):
         buffer.copy_(torch.randn(buffer.shape, generator=generator) * (10.0 if i == 0 else 1.0))
     new = training._snfs_masks(0.3)
     after = {n: int(m.sum()) for n, m in new.items()}

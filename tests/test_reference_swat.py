@@ -68,9 +68,7 @@ def erdos_renyi_kernel_sparsities(shapes, density):
             dense_layers.update(name for name, p in raw.items() if p == max_prob)
         else:
             break
-    return {
-        name: 0.0 if name in dense_layers else 1.0 - eps * raw[name] for name in shapes
-    }
+    return {name: 0.0 if name in dense_layers else 1.0 - eps * raw[name] for name in shapes}
 
 
 # --- SWAT-ERK ---------------------------------------------------------------------------------
@@ -109,9 +107,7 @@ def test_weight_top_k_and_period_equal_the_reference_layers(sparsity):
     """A conv and a linear layer over a few steps with topk_period 3: the conv reuses its
     weight threshold between exact top-Ks, the linear layer is exact every step."""
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10)
-    )
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
     period = 3
     training = create_sparse_training(
         model, method="swat", sparsity=sparsity, topk_period=period, total_steps=20,

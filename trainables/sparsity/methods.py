@@ -1,22 +1,49 @@
 """Sparse-training methods around one mask update (a drop score, a grow score, a schedule).
 
 - `dense`, `static` (random mask at initialization, never changed).
-- `set` (Mocanu et al. 2018): drop the smallest |w| (or, with `set_sign_split`, the smallest
-  positive and the largest negative weights separately, as the paper does), grow at random.
+- `set` (Mocanu et al. 2018): drop the smallest |w| (or, with `set_sign_split`, the authors'
+  rewireMask: the smallest positive and the largest negative weights, and every exact zero),
+  grow at random.
 - `rigl` (Evci et al. 2020): drop the smallest |w|, grow the largest |dense gradient|.
 - `prune_regrow`: the general rule SET and RigL are settings of: drop by `magnitude` or
   `gradient`, grow by `random`, `gradient` or `momentum` (SNFS, Dettmers & Zettlemoyer 2019: a
-  dense momentum of the gradient), a prune rate (`drop_fraction`) and a regrowth rate.
+  dense momentum of the gradient, the regrowth redistributed across layers), a prune rate
+  (`drop_fraction`) and a regrowth rate.
 - `swat` (Raihan & Aamodt 2020) and `hypersparse` (Glandorf et al. 2023): their own
   `SparseTraining` subclasses (`swat.py`, `hypersparse.py`) on the same hooks.
 
-The schedule (`update_interval` steps or epochs, `update_end`, cosine-decayed
-`drop_fraction`) and the mask update (`masks.update_pattern_mask` over `masks.update_mask`) are
-shared, for every `pattern`. To add a method, add a `SparseMethod` to `METHODS`.
+The schedule and the mask update follow google-research/rigl (`sparse_optimizers_base.py`),
+checked op for op by tests/test_reference_rigl.py: an update at step 0 and then whenever
+last update + `update_interval` <= step <= `update_end` * total_steps, where `step` counts
+optimizer steps (rigl's global_step: a RigL update batch replaces the optimizer step and does
+not advance it); the drop fraction decays by cosine to 0 at update_end; n = int(n_active *
+fraction) (`count_rounding` round: round(), sparsetune's earlier rule); grown weights start
+at 0 with their optimizer state reset; dropped-and-regrown positions keep their value. RigL
+skips the optimizer step of an update batch (`skip_weight_update_on_mask_update`); SET takes
+it, then rewires from the updated weights (rigl's SparseSETOptimizer). Patterns: see
+`masks.Pattern` (block scores as torch.ao's WeightNormSparsifier, n:m as apex's m4n2_1d).
+
+Where each differs from its authors' code:
+- rigl, set: no N(0, 1e-5) noise on the drop score (the reference's tie-breaker); ties fall
+  to the lower index. Step counting is the reference's in `trainables.train`; the FLOP count
+  is the RigL paper's.
+- set (`set_sign_split`): zeta is the cosine-decayed `drop_fraction` (the reference keeps it
+  constant) and grows by the shared random score, not its rejection-sampling loop (the same
+  distribution: uniform over the free positions, just-removed ones included). Without the
+  split it is rigl's SET (magnitude of |w|), not the authors' sign split.
+- prune_regrow / SNFS (sparse_learning's `Masking`): the update runs on sparsetune's schedule
+  (every `update_interval` steps or epochs, cosine `drop_fraction`) rather than at every epoch
+  end with its own cosine death rate; the momentum is sparsetune's dense momentum of the
+  gradient, not SGD's momentum buffer (which also carries weight decay); momentum at grown
+  positions is reset to 0, not to the mean of the active momentum. `redistribution none`
+  keeps each layer's count (no cross-layer move). Redistribution applies to the unstructured
+  pattern with the magnitude drop; other settings update per layer.
+- static, dense: no reference beyond a random mask (exact per-layer counts, not Bernoulli).
 
 A train loop calls, per step: loss (+ `loss_penalty()`) .backward(); `step_flops(step)`;
-skip = `after_backward(step, optimizer)`; if not skip: optimizer.step(); `after_step()`; and
-after every epoch `on_epoch_end(trainer)`, which returns FLOPs it spent itself.
+skip = `after_backward(step, optimizer)`; if not skip: optimizer.step(); `after_step()` (SET
+rewires here); and after every epoch `on_epoch_end(trainer)`, which returns FLOPs it spent
+itself. `step` advances only when the optimizer step ran.
 """
 
 from __future__ import annotations
@@ -122,7 +149,8 @@ METHODS: dict[str, SparseMethod] = {
         drop_score=weight_magnitude,
         grow_score=uniform_random,
         rewire_after_step=True,
-        doc="Mocanu et al. 2018: drop smallest |w|, grow at random",
+        doc="Mocanu et al. 2018: step, then drop smallest |w| (or rewireMask's sign split), "
+        "grow at random",
     ),
     "rigl": SparseMethod(
         "rigl",
@@ -140,19 +168,22 @@ METHODS: dict[str, SparseMethod] = {
         drop_score=weight_magnitude,
         grow_score=gradient_magnitude,
         dense_gradient=True,
-        doc="general drop/grow rule: drop_criterion, grow_criterion, rates, interval unit",
+        doc="general drop/grow rule: drop_criterion, grow_criterion, rates, interval unit "
+        "(grow_criterion momentum: SNFS with its cross-layer redistribution)",
     ),
     "swat": SparseMethod(
         "swat",
         sparse=True,
         kind="swat",
-        doc="Raihan & Aamodt 2020: top-K weights forward, top-K activations backward",
+        doc="Raihan & Aamodt 2020: top-K weights forward, top-K activations backward, each "
+        "layer at its own density",
     ),
     "hypersparse": SparseMethod(
         "hypersparse",
         sparse=True,
         kind="hypersparse",
-        doc="Glandorf et al. 2023: ART schedule with HyperSparse (or l1 / l2) regularization",
+        doc="Glandorf et al. 2023: ART (buffered check, rewind, restarted fine-tuning) with "
+        "HyperSparse (or l1 / l2) regularization",
     ),
 }
 
@@ -409,9 +440,7 @@ class SparseTraining:
         if new_masks:
             self.masks_changed()
 
-    def _layer_update(
-        self, name: str, weight: Tensor, step: int, fraction: float
-    ) -> Tensor | None:
+    def _layer_update(self, name: str, weight: Tensor, step: int, fraction: float) -> Tensor | None:
         """One layer's new mask (None: unchanged) by the shared drop/grow update."""
         assert self.method.drop_score is not None and self.method.grow_score is not None
         mask = self.masks[name]
@@ -498,6 +527,7 @@ class SparseTraining:
         total_variance = sum(v for v in variance.values() if not math.isnan(v))
         if total_variance == 0.0:
             return {}
+
         def removal(name: str, n_layers: int) -> int:
             # a layer under 20% sparse whose momentum share is above average loses at most
             # its zeros' fraction
