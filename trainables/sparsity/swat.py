@@ -93,13 +93,14 @@ def topk_activations(x: Tensor, density: float) -> tuple[Tensor, Tensor]:
     """(threshold, sparse x) as drop.py's drop_nhwc_send_th: threshold = the K-th largest |x|,
     K = ceil(density * numel); every |x| >= threshold is kept (zeros stay zero)."""
     x = x.detach()
-    threshold = kth_largest(x.abs(), swat_keep_count(density, x.numel()))
-    return threshold, sparse_activations(x, threshold)
+    magnitude = x.abs()
+    threshold = kth_largest(magnitude, swat_keep_count(density, x.numel()))
+    return threshold, x.masked_fill(magnitude < threshold, 0.0)
 
 
 def sparse_activations(x: Tensor, threshold: Tensor) -> Tensor:
     x = x.detach()
-    return x * (x.abs() >= threshold)
+    return x.masked_fill(x.abs() < threshold, 0.0)
 
 
 class SwatTraining(SparseTraining):
@@ -151,10 +152,16 @@ class SwatTraining(SparseTraining):
         for name in self.weights if names is None else names:
             if self.densities[name] >= 1.0:
                 continue
-            magnitude = self.weights[name].detach().abs()
+            weight = self.weights[name]
+            magnitude = weight.detach().abs()
             if self.pattern.kind == "unstructured":
                 threshold = kth_largest(magnitude, self.n_keep[name])
-                self.masks[name].copy_(magnitude >= threshold)
+                keep = magnitude >= threshold
+                mask = self.masks[name]
+                mask.copy_(keep)
+                # the forward's 0/1 factor, made here once rather than from the mask again
+                factor = keep.to(device=weight.device, dtype=weight.dtype)
+                self._factors[name] = (mask, mask._version, factor)
             else:
                 mask = topk_mask(magnitude, self.n_keep[name], self.pattern)
                 self.masks[name].copy_(mask)
@@ -201,7 +208,8 @@ class SwatTraining(SparseTraining):
         training = self
 
         def forward(x: Tensor) -> Tensor:
-            mask = training.masks[name]
+            # the mask as a 0/1 factor of the weight's dtype (a bool multiplicand is slower)
+            (mask,) = training.mask_factors([name])
             if not (module.training and torch.is_grad_enabled()):
                 weight = module.weight * mask
                 if isinstance(module, nn.Conv2d):
@@ -231,7 +239,7 @@ class SwatTraining(SparseTraining):
             self.activation_thresholds[name] = threshold
         else:
             x_sparse = sparse_activations(x, self.activation_thresholds[name])
-        self.activation_density[name] = int((x_sparse != 0).sum()) / x.numel()
+        self.activation_density[name] = int(torch.count_nonzero(x_sparse)) / x.numel()
         return x_sparse
 
     def state_dict(self) -> dict[str, Any]:
