@@ -24,7 +24,7 @@ LAYER_TABLE_COLUMNS = [
 def parse_assignments(assignments: list[str]) -> dict:
     import yaml
 
-    from trainables.config import ConfigError
+    from contract.errors import ConfigError
 
     values = {}
     for assignment in assignments:
@@ -61,9 +61,11 @@ def print_result(spec, result, seconds: float) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from tuner.spec import load_spec
+
+    # every check happens here, before torch or Ray is imported (a typo costs milliseconds)
+    spec = load_spec(args.spec, args.set)
     from tuner.study import run_study
 
-    spec = load_spec(args.spec, args.set)  # every check happens here, before Ray starts
     start = time.monotonic()
     result = run_study(
         spec, overwrite=args.overwrite, address=args.address, dashboard=not args.no_dashboard
@@ -300,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from trainables.config import ConfigError  # light: the results commands don't load torch
+    from contract.errors import ConfigError  # light: the results commands don't load torch
 
     try:
         return args.func(args)
