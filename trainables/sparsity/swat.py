@@ -156,11 +156,10 @@ class SwatTraining(SparseTraining):
             magnitude = weight.detach().abs()
             if self.pattern.kind == "unstructured":
                 threshold = kth_largest(magnitude, self.n_keep[name])
-                keep = magnitude >= threshold
                 mask = self.masks[name]
-                mask.copy_(keep)
+                torch.ge(magnitude, threshold, out=mask)  # in place: references stay valid
                 # the forward's 0/1 factor, made here once rather than from the mask again
-                factor = keep.to(device=weight.device, dtype=weight.dtype)
+                factor = mask.to(device=weight.device, dtype=weight.dtype)
                 self._factors[name] = (mask, mask._version, factor)
             else:
                 mask = topk_mask(magnitude, self.n_keep[name], self.pattern)
