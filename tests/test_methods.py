@@ -399,7 +399,7 @@ def test_swat_weight_gradient_uses_the_sparse_activations_by_hand():
     mask = torch.tensor([[False, True, False], [True, False, True]])  # top-3 |w|
     # top-3 |x| of the batch: -4, 3, -2
     x_sparse = torch.tensor([[0.0, -4.0, 0.0], [3.0, 0.0, -2.0]])
-    out = SwatLinear.apply(x, weight, bias, mask, x_sparse)
+    out = SwatLinear.apply(x, weight, bias, weight.detach() * mask, x_sparse)
     # forward with the sparse weights and the dense input
     w_s = torch.tensor([[0.0, -2.0, 0.0], [1.5, 0.0, -0.7]])
     assert torch.allclose(out, x.detach() @ w_s.T)

@@ -212,7 +212,14 @@ class HyperSparseTraining(SparseTraining):
                     weight.grad = grad.view_as(weight).mul(alpha)
                 else:
                     weight.grad.add_(grad.view_as(weight), alpha=alpha)
+        if not self.pruned:
+            return False  # every mask is all-True until the prune: nothing to mask
         return super().after_backward(step, optimizer)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        if self.pruned:  # before the prune every mask is all-True: nothing to re-zero
+            super().after_step()
 
     @torch.no_grad()
     def pruned_masks(self) -> dict[str, Tensor]:

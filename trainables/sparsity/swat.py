@@ -41,11 +41,13 @@ from trainables.sparsity.methods import SparseTraining
 
 
 class SwatLinear(torch.autograd.Function):
-    """y = x W_S^T + b; grad_x = grad_y W_S; grad_W = grad_y^T A_S (dense); A_S: sparse x."""
+    """y = x W_S^T + b; grad_x = grad_y W_S; grad_W = grad_y^T A_S (dense); A_S: sparse x.
+
+    `sparse_weight` is W masked (W_S, no graph); the weight gradient goes to `weight`. No
+    input gradient where the input needs none (the first layer), as autograd would skip it."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mask, x_sparse):
-        sparse_weight = weight * mask
+    def forward(ctx, x, weight, bias, sparse_weight, x_sparse):
         ctx.save_for_backward(x_sparse, sparse_weight)
         ctx.has_bias = bias is not None
         return F.linear(x, sparse_weight, bias)
@@ -53,7 +55,7 @@ class SwatLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x_sparse, sparse_weight = ctx.saved_tensors
-        grad_x = grad_out.matmul(sparse_weight)
+        grad_x = grad_out.matmul(sparse_weight) if ctx.needs_input_grad[0] else None
         out_features = grad_out.shape[-1]
         grad_w = (
             grad_out.reshape(-1, out_features).t().matmul(x_sparse.reshape(-1, x_sparse.shape[-1]))
@@ -66,8 +68,7 @@ class SwatConv2d(torch.autograd.Function):
     """The convolution analogue of `SwatLinear` (input and weight gradients by torch.nn.grad)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mask, x_sparse, stride, padding, dilation, groups):
-        sparse_weight = weight * mask
+    def forward(ctx, x, weight, bias, sparse_weight, x_sparse, stride, padding, dilation, groups):
         ctx.save_for_backward(x_sparse, sparse_weight)
         ctx.conf = (x.shape, stride, padding, dilation, groups, bias is not None)
         return F.conv2d(x, sparse_weight, bias, stride, padding, dilation, groups)
@@ -76,7 +77,11 @@ class SwatConv2d(torch.autograd.Function):
     def backward(ctx, grad_out):
         x_sparse, sparse_weight = ctx.saved_tensors
         x_shape, stride, padding, dilation, groups, has_bias = ctx.conf
-        grad_x = conv2d_input(x_shape, sparse_weight, grad_out, stride, padding, dilation, groups)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = conv2d_input(
+                x_shape, sparse_weight, grad_out, stride, padding, dilation, groups
+            )
         grad_w = conv2d_weight(
             x_sparse, sparse_weight.shape, grad_out, stride, padding, dilation, groups
         )
@@ -131,6 +136,8 @@ class SwatTraining(SparseTraining):
         super().__init__(method, weights, masks, **common)
         self.topk_period = topk_period
         self.weight_thresholds: dict[str, Tensor] = {}
+        # name -> ((weight version, mask version, mask id), W * mask), see sparse_weight
+        self._sparse_weights: dict[str, tuple[tuple[int, int, int], Tensor]] = {}
         self.activation_thresholds: dict[str, Tensor] = {}
         # The reference top-Ks each layer's activations at that layer's own density (SWAT-ERK:
         # its ERK density), not at the global 1 - sparsity.
@@ -158,15 +165,24 @@ class SwatTraining(SparseTraining):
                 threshold = kth_largest(magnitude, self.n_keep[name])
                 mask = self.masks[name]
                 torch.ge(magnitude, threshold, out=mask)  # in place: references stay valid
-                # the forward's 0/1 factor, made here once rather than from the mask again
-                factor = mask.to(device=weight.device, dtype=weight.dtype)
-                self._factors[name] = (mask, mask._version, factor)
             else:
                 mask = topk_mask(magnitude, self.n_keep[name], self.pattern)
                 self.masks[name].copy_(mask)
                 threshold = magnitude.masked_fill(~mask, torch.inf).min()
             self.weight_thresholds[name] = threshold
         self.masks_changed()
+
+    @torch.no_grad()
+    def sparse_weight(self, name: str) -> Tensor:
+        """W * mask for the forward (no graph), made once per (weight, mask) version: the
+        weights and masks change after the optimizer step and stay until the next forward."""
+        weight, mask = self.weights[name], self.masks[name]
+        key = (weight._version, mask._version, id(mask))
+        cached = self._sparse_weights.get(name)
+        if cached is None or cached[0] != key:
+            cached = (key, weight.detach().masked_fill(~mask, 0.0))
+            self._sparse_weights[name] = cached
+        return cached[1]
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -207,20 +223,18 @@ class SwatTraining(SparseTraining):
         training = self
 
         def forward(x: Tensor) -> Tensor:
-            # the mask as a 0/1 factor of the weight's dtype (a bool multiplicand is slower)
-            (mask,) = training.mask_factors([name])
+            sparse_weight = training.sparse_weight(name)
             if not (module.training and torch.is_grad_enabled()):
-                weight = module.weight * mask
                 if isinstance(module, nn.Conv2d):
-                    return module._conv_forward(x, weight, module.bias)
-                return F.linear(x, weight, module.bias)
+                    return module._conv_forward(x, sparse_weight, module.bias)
+                return F.linear(x, sparse_weight, module.bias)
             x_sparse = training._sparse_input(name, x)
             if isinstance(module, nn.Conv2d):
                 return SwatConv2d.apply(
-                    x, module.weight, module.bias, mask, x_sparse, module.stride,
+                    x, module.weight, module.bias, sparse_weight, x_sparse, module.stride,
                     module.padding, module.dilation, module.groups,
                 )  # fmt: skip
-            return SwatLinear.apply(x, module.weight, module.bias, mask, x_sparse)
+            return SwatLinear.apply(x, module.weight, module.bias, sparse_weight, x_sparse)
 
         module.forward = forward
 
