@@ -5,6 +5,7 @@ from __future__ import annotations
 # files under <storage>/<name>/
 TRIALS, HISTORY, PARETO = "trials.parquet", "history.parquet", "pareto.parquet"
 STUDY_FILES = {"trials": TRIALS, "history": HISTORY, "pareto": PARETO}
+DRIVER_LOG = "driver.log"  # Ray's and Tune's log records of the study's drivers
 
 # columns
 CONFIG_PREFIX = "config/"  # every hyperparameter a trial used, as config/<name>

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
+from contract.columns import COMPLETED, STOPPED
 from tuner.callbacks import trial_status
 
 TAG_KEYS = ("study",)
@@ -31,8 +32,9 @@ TAG_KEYS = ("study",)
 class StudyMetrics(Callback):
     """Publishes a study's progress as Ray metrics while it runs (tagged ``study=<name>``)."""
 
-    def __init__(self, study: str, objectives: dict[str, str]):
+    def __init__(self, study: str, objectives: dict[str, str], budget: int | None = None):
         self.study = study
+        self.budget = budget  # under early stopping: a stopped trial is not a finished result
         self.objectives = dict(objectives)
         self.finished = 0
         self.failed = 0
@@ -118,16 +120,16 @@ class StudyMetrics(Callback):
         }
 
     def _record(self, trial, errored: bool) -> None:
-        status = trial_status(trial.last_result, list(self.objectives), errored)
+        status = trial_status(trial.last_result, list(self.objectives), errored, self.budget)
         self.finished += 1
         metrics = self._handles()
         metrics["finished"].inc(1.0)
-        if status != "completed":
-            self.failed += 1
-            metrics["failed"].inc(1.0)
-        else:
+        if status == COMPLETED:
             result = trial.last_result or {}
             self.points.append({m: float(result[m]) for m in self.objectives})
+        elif status != STOPPED:  # stopped early by the scheduler: not failed, not on the front
+            self.failed += 1
+            metrics["failed"].inc(1.0)
         values = self.snapshot()
         if not math.isnan(values["best"]):
             metrics["best"].set(values["best"], tags=self._best_tags)

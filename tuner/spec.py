@@ -19,16 +19,19 @@ from contract.errors import SpecError as SpecError  # re-exported
 from contract.metrics import METRICS
 from search_spaces import SearchSpace, SpaceError, load_space
 from trainables.config import (
+    FIELDS,
     check_value,
     chosen_components,
     knob_table,
     make_config,
     reading_slots,
 )
+from tuner import strict_yaml
 from tuner.search_algorithms import SEARCHERS, parse_constraint, search_settings
 
 KINDS = ("optimize", "random", "reproduction", "reevaluate", "evaluate")
 ALGORITHMS = tuple(SEARCHERS)
+SCHEDULERS = ("fifo", "moasha", "asha")  # tuner/schedulers.py
 SEARCHING_KINDS = ("optimize", "random")  # the kinds that search a space
 FROM_KINDS = ("reevaluate", "evaluate")  # the kinds that select configs from finished studies
 BUILTIN_TRAINABLE = "trainables.train"
@@ -66,6 +69,21 @@ class SearchConfig:
 
 
 @dataclass
+class SchedulerConfig:
+    """`scheduler:` of the spec: early stopping (tuner/schedulers.py). max_t defaults to the
+    trial's epochs (fixed.epochs, else the trainer's default)."""
+
+    algorithm: str = "fifo"  # fifo: every trial its full budget | moasha | asha
+    grace_period: int = 1  # epochs before the first rung
+    reduction_factor: float = 3  # rungs at grace_period * rf**k; 1/rf of a rung go on
+    max_t: int | None = None  # the full budget, in epochs
+
+    @property
+    def early_stopping(self) -> bool:
+        return self.algorithm != "fifo"
+
+
+@dataclass
 class Resources:
     cpu: float = 1.0
     gpu: float = 0.0
@@ -83,6 +101,7 @@ class StudySpec:
     space: str = "mlp"
     seeds: list[int] = field(default_factory=lambda: [0])
     search: SearchConfig = field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     fixed: dict[str, Any] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int | None = None
@@ -92,6 +111,8 @@ class StudySpec:
     layers: int = 2  # reevaluate: the first k non-dominated layers
     top: int = 10  # evaluate: the N most accurate layer-1 configs
     sparsities: list[float] = field(default_factory=list)
+    trial_timeout_s: float | None = None  # wall clock per trial; past it the trial fails
+    study_timeout_s: float | None = None  # wall clock per driver; past it the study pauses
     source: str = ""  # the YAML text after overrides, kept with the results
 
     @property
@@ -131,7 +152,10 @@ def apply_override(body: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise SpecError(f"--set {assignment!r}: expected key=value, e.g. --set trials=8")
     key, text = assignment.split("=", 1)
-    value = yaml.safe_load(text) if text else ""
+    try:
+        value = strict_yaml.load(text) if text else ""
+    except yaml.YAMLError as err:
+        raise SpecError(f"--set {assignment!r}: the value is not valid YAML ({err})") from None
     target = body
     parts = key.strip().split(".")
     for part in parts[:-1]:
@@ -159,6 +183,16 @@ def _positive_int(value: Any, where: str, minimum: int = 1) -> int:
     return value
 
 
+def _timeout(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise SpecError(
+            f"{where}={value!r}: expected seconds > 0 (e.g. {where}: 600), or leave it out"
+        )
+    return float(value)
+
+
 def check_trainable(path: str) -> str:
     """A custom trainable, 'package.module:function' or 'file.py:function': importable now,
     so a typo fails before Ray starts. File paths become absolute (workers run elsewhere)."""
@@ -175,9 +209,24 @@ def check_trainable(path: str) -> str:
     from tuner.imports import import_function
 
     try:
-        import_function(path)
+        function = import_function(path)
     except (ImportError, AttributeError, SyntaxError) as err:
         raise SpecError(f"trainable={path!r} cannot be imported: {err}") from None
+    except Exception as err:  # the module's own code raised while it was imported
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        if target.endswith(".py"):
+            where, see = target, f"python {target}"
+        else:
+            where, see = f"module {target}", f"python -c 'import {target}'"
+        raise SpecError(
+            f"trainable={path!r}: importing {where} raised {type(err).__name__}: {first} "
+            f"(fix that file; `{see}` shows the traceback)"
+        ) from None
+    if not callable(function):
+        raise SpecError(
+            f"trainable={path!r}: {name} is not a function (it is {repr(function)[:40]}); "
+            f"write `def {name}(config): ... ray.tune.report(metrics)`"
+        )
     return path
 
 
@@ -234,6 +283,7 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
         if builtin and metric not in METRICS:
             raise _unknown(metric, METRICS, "search.constraints: ")
 
+    scheduler = _sub(SchedulerConfig, body.get("scheduler"), "scheduler")
     resources = _sub(Resources, body.get("resources"), "resources")
     for res in ("cpu", "gpu"):
         value = getattr(resources, res)
@@ -284,6 +334,7 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
         space=str(body.get("space", body.get("model", "mlp"))),
         seeds=list(seeds),
         search=search,
+        scheduler=scheduler,
         fixed=dict(fixed),
         resources=resources,
         max_concurrent=None
@@ -295,10 +346,13 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
         layers=_positive_int(body.get("layers", 2), "layers"),
         top=_positive_int(body.get("top", 10), "top"),
         sparsities=list(sparsities),
+        trial_timeout_s=_timeout(body.get("trial_timeout_s"), "trial_timeout_s"),
+        study_timeout_s=_timeout(body.get("study_timeout_s"), "study_timeout_s"),
         source=source,
     )
     if not builtin:
         spec.load_space()  # a custom trainable's hyperparameters are its own: check the form
+        check_scheduler(spec)
         return spec
     # Hyperparameters: the dataset, model, fixed values, sparsities and the space's bounds, all
     # checked against the trainable's table, so `sparsity: 1.5` fails here and not in a trial.
@@ -333,6 +387,7 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
                 )
     except (ConfigError, SpaceError) as err:
         raise SpecError(str(err)) from None
+    check_scheduler(spec)  # after fixed.epochs is checked: max_t is compared with it
     return spec
 
 
@@ -355,12 +410,62 @@ def check_space_reads(spec: StudySpec, space: SearchSpace) -> None:
             )
 
 
+def check_scheduler(spec: StudySpec) -> None:
+    """The `scheduler:` section: its knobs, and max_t against the trials' epoch budget."""
+    config = spec.scheduler
+    if config.algorithm not in SCHEDULERS:
+        allowed = ", ".join(SCHEDULERS)
+        raise SpecError(f"scheduler.algorithm={config.algorithm!r}: allowed {allowed}")
+    if not config.early_stopping:
+        return
+    if spec.kind not in SEARCHING_KINDS:
+        raise SpecError(
+            f"scheduler.algorithm={config.algorithm}: kind {spec.kind} trains a fixed set of "
+            "configs to the end; early stopping is for the optimize and random kinds"
+        )
+    _positive_int(config.grace_period, "scheduler.grace_period")
+    rf = config.reduction_factor
+    if isinstance(rf, bool) or not isinstance(rf, int | float) or not rf > 1:
+        raise SpecError(f"scheduler.reduction_factor={rf!r}: expected a number > 1 (e.g. 3)")
+    epochs = spec.fixed.get("epochs")
+    if epochs is None and spec.builtin:
+        epochs = FIELDS["epochs"].default
+    if config.max_t is None:
+        if epochs is None:
+            raise SpecError(
+                "scheduler.max_t is required for a custom trainable without fixed.epochs "
+                "(the full budget, in the epochs or training_iteration it reports)"
+            )
+        config.max_t = epochs
+    _positive_int(config.max_t, "scheduler.max_t")
+    if epochs is not None and config.max_t != epochs:
+        raise SpecError(
+            f"scheduler.max_t={config.max_t} but every trial trains epochs={epochs}: set them "
+            f"equal (fixed.epochs={config.max_t}) or leave scheduler.max_t out"
+        )
+    if config.grace_period >= config.max_t:
+        raise SpecError(
+            f"scheduler.grace_period={config.grace_period} >= max_t={config.max_t}: no rung to "
+            "stop a trial at; lower grace_period or raise the epochs"
+        )
+    if spec.builtin and "epochs" in spec.load_space().parameters and "epochs" not in spec.fixed:
+        raise SpecError(
+            f"scheduler.algorithm={config.algorithm}: space={spec.space!r} searches epochs; "
+            "early stopping needs one budget for every trial: pin it (fixed.epochs=...)"
+        )
+
+
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file {str(path)!r} not found (ready specs are in studies/)")
     try:
-        body = yaml.safe_load(path.read_text())
+        body = strict_yaml.load(path.read_text())
+    except strict_yaml.DuplicateKeyError as err:
+        raise SpecError(
+            f"{path}: duplicate key {err.key!r} at line {err.line} (first at line "
+            f"{err.first_line}); keep one of them"
+        ) from None
     except yaml.YAMLError as err:  # one line: where, and what the parser expected
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
