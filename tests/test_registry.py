@@ -251,7 +251,8 @@ def test_knobs_not_yet_owned_by_a_component():
         "skip_weight_update_on_mask_update", "set_sign_split", "drop_criterion",
         "grow_criterion", "regrowth_rate", "initial_sparsity", "topk_period", "warmup_epochs",
         "lambda_init", "eta", "regularizer", "pattern", "block_size", "nm_n", "nm_m",
-        "distribution", "sparse_init", "dense_first_last", "sparsity",
+        "distribution", "sparse_init", "dense_first_last", "sparsity", "count_rounding",
+        "redistribution", "art_buffer", "art_restart",
     }  # fmt: skip
     general = {name for name, row in knob_table().items() if row.general}
     assert general - owned_by_methods_later <= {
