@@ -1,0 +1,24 @@
+#!/bin/sh
+# Debian packages the watching tests need (issue 18): a headless Chromium for the browser
+# tests (optuna-dashboard, report.html) and Prometheus for the metrics test. Installs only
+# what is missing; where it cannot (no root, no apt, no network) it says so and exits 0: the
+# tests that need them then skip with a reason.
+set -u
+need=""
+command -v chromium >/dev/null 2>&1 || need="$need chromium"
+command -v prometheus >/dev/null 2>&1 || need="$need prometheus"
+[ -z "$need" ] && exit 0
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "system-packages: no apt-get; missing:$need (their tests will skip)" >&2
+    exit 0
+fi
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
+export DEBIAN_FRONTEND=noninteractive
+# Several jobs may share the machine: wait for dpkg's lock instead of failing.
+apt_opts="-o DPkg::Lock::Timeout=600"
+$SUDO apt-get $apt_opts update -qq >/dev/null 2>&1 || true
+if ! $SUDO apt-get $apt_opts install -y -qq --no-install-recommends $need >/dev/null; then
+    echo "system-packages: could not install$need (their tests will skip)" >&2
+fi
+exit 0
