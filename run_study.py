@@ -159,6 +159,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from tuner.dashboard import serve_dashboard
+
+    return serve_dashboard(args.name, args.storage, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_study.py",
@@ -265,6 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--objectives", nargs="+", default=None, metavar="NAME=MODE", help=objectives_help
     )
     report.set_defaults(func=cmd_report)
+
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="optuna-dashboard on a study's Optuna journal (live while it runs)",
+        description="Serve optuna-dashboard on <storage>/<name>/optuna-journal.log, bound to "
+        "127.0.0.1: each search seed is an Optuna study <name>/seed-<n> with its objectives' "
+        "names, Pareto front, hypervolume history and parameter importances. Prints the URL.",
+    )
+    dashboard.add_argument("name", help="study name: the folder <storage>/<name>")
+    dashboard.add_argument("--storage", default="runs", help=storage_help)
+    dashboard.add_argument(
+        "--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free one, printed)"
+    )
+    dashboard.set_defaults(func=cmd_dashboard)
 
     address_help = "the head's dashboard (Jobs API) address, e.g. http://127.0.0.1:8265"
     submit = sub.add_parser(

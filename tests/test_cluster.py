@@ -220,7 +220,9 @@ def study_metrics(text: str, study: str) -> dict[str, float]:
     for line in text.splitlines():
         match = re.match(r"(ray_sparsetune_\w+)\{([^}]*)\}\s+(\S+)", line)
         if match and f'study="{study}"' in match.group(2):
-            values[match.group(1)] = float(match.group(3))
+            objective = re.search(r'objective="(\w+)"', match.group(2))  # one per objective
+            key = f"{match.group(1)}/{objective.group(1)}" if objective else match.group(1)
+            values[key] = float(match.group(3))
     return values
 
 
@@ -307,7 +309,11 @@ def test_study_as_ray_job_on_two_nodes(cluster, tmp_path):
     assert seen.get("ray_sparsetune_trials_finished_total") == 6
     assert seen.get("ray_sparsetune_trials_failed_total", 0) == diverged
     best = trials["val_error"].min()
-    assert seen["ray_sparsetune_best_objective"] == pytest.approx(best, rel=1e-6)
+    assert seen["ray_sparsetune_best_objective/val_error"] == pytest.approx(best, rel=1e-6)
+    done = trials[trials["status"] == "completed"]
+    assert seen["ray_sparsetune_best_objective/inference_flops"] == pytest.approx(
+        done["inference_flops"].min(), rel=1e-6
+    )
     assert seen["ray_sparsetune_hypervolume"] > 0
     assert seen["ray_sparsetune_trials_per_minute"] > 0
 

@@ -74,6 +74,7 @@ class MultiObjectiveOptunaSearch(OptunaSearch):
     def __init__(self, *args, constraints: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.constraints = list(constraints or [])
+        self.journal = None  # a tuner.journal.JournalRecorder: told trials for optuna-dashboard
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -88,6 +89,8 @@ class MultiObjectiveOptunaSearch(OptunaSearch):
                 ot_trial.set_user_attr(CONSTRAINT_ATTR, constraint_values(result, self.constraints))
             self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
         self._completed_trials.add(trial_id)
+        if getattr(self, "journal", None) is not None:  # searchers pickled before it: none
+            self.journal.record(self._ot_study._storage.get_trial(ot_trial._trial_id), trial_id)
 
     @property
     def optuna_study(self) -> optuna.Study:

@@ -345,6 +345,7 @@ def run_study(
 
     from trainables.datasets import load_dataset
     from tuner.callbacks import ParquetWriter, ProgressReporter
+    from tuner.journal import attach_journal, reconcile_with_tune
     from tuner.kinds import plan_searches
     from tuner.monitoring import StudyMetrics
     from tuner.storage import UploadStudyFiles, staged_spec, study_uri, upload_study_files
@@ -389,10 +390,12 @@ def run_study(
             dropped = reconcile_with_experiment(study_dir, experiment_dir, search.search_seed)
             if dropped:
                 print(f"  {dropped} finished trials after Tune's last save will run again")
+            reconcile_with_tune(study_dir, spec.name, search.search_seed, experiment_dir)
             tuner = tune.Tuner.restore(
                 experiment_dir, trainable, resume_unfinished=True, resume_errored=False
             )
         else:
+            attach_journal(search.searcher, study_dir, spec.name, search.search_seed, spec.objectives)
             label = f"seed {search.search_seed} " if len(searches) > 1 else ""
             tuner = tune.Tuner(
                 trainable,
