@@ -42,8 +42,12 @@ METHOD_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def _value(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "-"
     if isinstance(value, float):
         return f"{value:.6g}"
@@ -62,7 +66,7 @@ def hover_text(row: pd.Series, objectives: dict[str, str]) -> str:
         if column in (METHOD, SPARSITY):
             continue
         value = row[column]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if _missing(value):
             continue  # a knob the trial's method doesn't read
         lines.append(f"{html.escape(column[len('config/') :])}: {html.escape(_value(value))}")
     return "<br>".join(lines)
@@ -165,7 +169,7 @@ def html_table(df: pd.DataFrame, columns: list[str], table_id: str) -> str:
         for c in columns:
             value = row.get(c)
             number = isinstance(value, int | float) and not isinstance(value, bool)
-            key = "" if not number or pd.isna(value) else f' data-sort="{float(value)!r}"'
+            key = "" if not number or _missing(value) else f' data-sort="{float(value)!r}"'
             cells.append(f"<td{key}>{html.escape(_value(value))}</td>")
         trial = html.escape(str(row.get("trial_id", "")))
         rows.append(f'<tr data-trial="{trial}">{"".join(cells)}</tr>')
