@@ -14,6 +14,7 @@ from ray.tune import Callback
 
 from results.parquet import HISTORY, TRIALS, upsert_rows
 from search_spaces import SearchSpace
+from tuner.lifecycle import append_log
 from tuner.searchers import objective_values
 
 # What Tune adds to every result: bookkeeping, not metrics of the trial.
@@ -219,12 +220,12 @@ class ProgressReporter(Callback):
         knobs = f"{method:<6} sparsity={_short(sparsity)}" if sparsity is not None else method
         objectives = " ".join(f"{m}={_short(result.get(m, math.nan))}" for m in self.objectives)
         width = len(str(self.total))
-        print(
+        line = (
             f"{self.label}[{self.done:>{width}}/{self.total}] {status:<9} {knobs:<24} {objectives}"
-            f"  ({elapsed:.0f}s, ~{left:.0f}s left)",
-            file=sys.stdout,  # looked up at call time: Tune pickles its callbacks
-            flush=True,
+            f"  ({elapsed:.0f}s, ~{left:.0f}s left)"
         )
+        print(line, file=sys.stdout, flush=True)  # sys.stdout at call time: Tune pickles us
+        append_log(self.study_dir, line)  # what `run_study.py logs NAME` follows
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._line(trial, trial_status(trial.last_result, self.objectives, errored=False))

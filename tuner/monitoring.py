@@ -27,6 +27,22 @@ from ray.tune import Callback
 from tuner.callbacks import trial_status
 
 TAG_KEYS = ("study",)
+# Ray metric names (Prometheus adds Ray's `ray_` prefix, and `_total` to counters); the Grafana
+# dashboard docs/grafana/sparsetune.json queries these (tests/test_prometheus.py checks it).
+METRIC_NAMES = {
+    "finished": "sparsetune_trials_finished",
+    "failed": "sparsetune_trials_failed",
+    "stopped": "sparsetune_trials_stopped",
+    "best": "sparsetune_best_objective",
+    "hypervolume": "sparsetune_hypervolume",
+    "rate": "sparsetune_trials_per_minute",
+}
+COUNTERS = ("finished", "failed", "stopped")
+
+
+def prometheus_name(key: str) -> str:
+    """The name a metric has in Prometheus, e.g. ray_sparsetune_trials_finished_total."""
+    return f"ray_{METRIC_NAMES[key]}" + ("_total" if key in COUNTERS else "")
 
 
 class StudyMetrics(Callback):
@@ -55,32 +71,32 @@ class StudyMetrics(Callback):
             tags = {"study": self.study}
             self._metrics = {
                 "finished": Counter(
-                    "sparsetune_trials_finished",
+                    METRIC_NAMES["finished"],
                     description="Trials of the study that ended (any status).",
                     tag_keys=TAG_KEYS,
                 ),
                 "failed": Counter(
-                    "sparsetune_trials_failed",
+                    METRIC_NAMES["failed"],
                     description="Trials of the study that failed or diverged.",
                     tag_keys=TAG_KEYS,
                 ),
                 "stopped": Counter(
-                    "sparsetune_trials_stopped",
+                    METRIC_NAMES["stopped"],
                     description="Trials of the study stopped early by the scheduler.",
                     tag_keys=TAG_KEYS,
                 ),
                 "best": Gauge(
-                    "sparsetune_best_objective",
+                    METRIC_NAMES["best"],
                     description="Best value so far of each of the study's objectives.",
                     tag_keys=(*TAG_KEYS, "objective"),
                 ),
                 "hypervolume": Gauge(
-                    "sparsetune_hypervolume",
+                    METRIC_NAMES["hypervolume"],
                     description="Hypervolume of the study's completed trials so far.",
                     tag_keys=TAG_KEYS,
                 ),
                 "rate": Gauge(
-                    "sparsetune_trials_per_minute",
+                    METRIC_NAMES["rate"],
                     description="Finished trials per minute since the search began.",
                     tag_keys=TAG_KEYS,
                 ),

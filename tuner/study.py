@@ -346,6 +346,7 @@ def run_study(
     from trainables.datasets import load_dataset
     from tuner.callbacks import ParquetWriter, ProgressReporter
     from tuner.journal import attach_journal, reconcile_with_tune
+    from tuner.lifecycle import DriverRecord
     from tuner.kinds import plan_searches
     from tuner.monitoring import StudyMetrics
     from tuner.storage import UploadStudyFiles, staged_spec, study_uri, upload_study_files
@@ -375,6 +376,7 @@ def run_study(
     if dashboard_url:
         print(f"Ray dashboard: {dashboard_url}", flush=True)
     max_concurrent = spec.max_concurrent or default_max_concurrent(spec)
+    budget = sum(search.num_samples for search in searches)  # for `status`: done of how many
     for i, search in enumerate(searches):
         experiment_dir = f"{uri}/{search.label}" if uri else str(study_dir / search.label)
         what = spec.kind
@@ -434,6 +436,9 @@ def run_study(
                             label,
                         ),  # fmt: skip
                         StudyMetrics(spec.name, spec.objectives),  # dashboard metrics
+                        DriverRecord(
+                            study_dir, spec.name, budget, search.num_samples, i == len(searches) - 1
+                        ),
                         *([UploadStudyFiles(study_dir, uri)] if uri else []),
                         *(callbacks or []),
                     ],
