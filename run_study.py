@@ -15,14 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+from trainables.config import ConfigError  # light: the results commands don't load torch
+
 LAYER_TABLE_COLUMNS = [
     "trial_id", "config/method", "config/sparsity", "config/distribution",
     "config/update_interval", "config/depth", "config/width", "config/lr", "density",
     "val_accuracy",
 ]  # fmt: skip
-
-
-from trainables.config import ConfigError  # light: the results commands don't load torch
 
 
 def parse_assignments(assignments: list[str]) -> dict:

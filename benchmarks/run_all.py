@@ -34,6 +34,7 @@ BENCHMARKS = {
     "data_pipeline": [],
     "methods_digits": [],
     "gpu_packing": [],
+    "journal_cost": [],
 }
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 MARK = "<!-- benchmark: {} -->"

@@ -224,9 +224,7 @@ th.asc::after { content: " \\25B2"; } th.desc::after { content: " \\25BC"; }
 
 
 def _figure_div(fig, div_id: str, css_class: str = "") -> str:
-    div = fig.to_html(
-        full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG
-    )
+    div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG)
     return f'<div class="{css_class}">{div}</div>' if css_class else div
 
 
@@ -277,9 +275,7 @@ def write_html_report(
         + "\n".join(parts)
         # the Pareto divs get their class for the click handler once Plotly has drawn them
         + "<script>document.querySelectorAll('.pareto-plot-box .plotly-graph-div')"
-        ".forEach(d => d.classList.add('pareto-plot'));"
-        + SCRIPT
-        + "</script></body></html>"
+        ".forEach(d => d.classList.add('pareto-plot'));" + SCRIPT + "</script></body></html>"
     )
     temp = path.with_name(f".{path.name}.tmp")
     temp.write_text(page, encoding="utf-8")

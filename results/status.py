@@ -51,7 +51,11 @@ def pid_alive(pid: Any) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie (exited, not yet reaped by its parent) is gone too
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def driver_state(record: dict[str, Any]) -> str:
@@ -99,10 +103,16 @@ def study_progress(study_dir: str | Path, now: float | None = None) -> dict[str,
         row["hypervolume"] = hypervolume(completed, objectives)
     for name, mode in objectives.items():
         values = completed[name].dropna() if name in completed else pd.Series(dtype=float)
-        row[f"best {name}"] = (values.min() if mode == "min" else values.max()) if len(values) else None
+        row[f"best {name}"] = (
+            (values.min() if mode == "min" else values.max()) if len(values) else None
+        )
     started = record.get("started_at")  # none without a driver record: elapsed unknown
     end = now
-    if row["state"] != "running" and "finished_at" in trials and trials["finished_at"].notna().any():
+    if (
+        row["state"] != "running"
+        and "finished_at" in trials
+        and trials["finished_at"].notna().any()
+    ):
         end = pd.Timestamp(trials["finished_at"].max()).timestamp()
     elapsed = (end - started) if started else None
     row["elapsed"] = _duration(elapsed)

@@ -99,8 +99,8 @@ def stopped_and_resumed(tmp_path_factory):
     storage = tmp_path_factory.mktemp("watch")
     name = "watched"
     cmd = [sys.executable, str(ROOT / "run_study.py"), "run", str(ROOT / "studies/default.yaml")]
-    for assignment in (f"storage={storage}", f"name={name}", f"trials={TRIALS}",
-                       "fixed.epochs=20", "search.population_size=4", "max_concurrent=2"):  # fmt: skip
+    for assignment in (f"storage={storage}", f"name={name}", f"trials={TRIALS}", "fixed.epochs=20",
+                       "search.population_size=4", "max_concurrent=2"):  # fmt: skip
         cmd += ["--set", assignment]
     cmd.append("--no-dashboard")
     log = storage / "driver.log"
@@ -150,7 +150,9 @@ def test_stop_then_resume_runs_every_trial_once(stopped_and_resumed):
     # after resume: every trial once, the study ended, the journal matches the Parquet
     trials = read_table(storage / name / "trials.parquet")
     assert len(trials) == TRIALS and trials["trial_id"].is_unique
-    assert re.search(rf"^{name}\s+ended\s+{(trials['status'] == 'completed').sum()}\s", seen["final"], re.M)
+    assert re.search(
+        rf"^{name}\s+ended\s+{(trials['status'] == 'completed').sum()}\s", seen["final"], re.M
+    )
     journal = journal_trials(journal_path(storage / name), optuna_study_name(name, 1))
     ids = [t.user_attrs[TUNE_TRIAL_ATTR] for t in journal]
     assert len(ids) == len(set(ids)) == TRIALS and set(ids) == set(trials["trial_id"])

@@ -140,4 +140,7 @@ def test_grafana_dashboard_queries_the_metrics_the_study_publishes():
             used |= names
     assert used == published
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert "study" in variables["study"]["definition"] and variables["datasource"]["query"] == "prometheus"
+    assert (
+        "study" in variables["study"]["definition"]
+        and variables["datasource"]["query"] == "prometheus"
+    )

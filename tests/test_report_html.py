@@ -5,7 +5,6 @@ from __future__ import annotations
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
 from browser import chromium  # noqa: F401  (the fixture)
 from test_query_report import (
     OBJECTIVES,
@@ -112,5 +111,3 @@ def test_report_html_in_chromium(chromium, tmp_path: Path) -> None:  # noqa: F81
 
     assert chromium.outside == [], f"requests left the machine: {chromium.outside}"
     page.close()
-
-

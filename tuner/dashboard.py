@@ -35,7 +35,9 @@ def study_journal(name: str, storage: str = "runs") -> Path:
     path = journal_path(study_dir)
     if not path.is_file():
         if not study_dir.is_dir():
-            raise ConfigError(f"no study {name!r}: {study_dir} does not exist (is --storage right?)")
+            raise ConfigError(
+                f"no study {name!r}: {study_dir} does not exist (is --storage right?)"
+            )
         raise ConfigError(
             f"{path} does not exist: the study's searches write no Optuna journal (only "
             "Optuna searchers do: nsga2, tpe, gp, random) or it has not told a trial yet"

@@ -346,8 +346,8 @@ def run_study(
     from trainables.datasets import load_dataset
     from tuner.callbacks import ParquetWriter, ProgressReporter
     from tuner.journal import attach_journal, reconcile_with_tune
-    from tuner.lifecycle import DriverRecord
     from tuner.kinds import plan_searches
+    from tuner.lifecycle import DriverRecord
     from tuner.monitoring import StudyMetrics
     from tuner.storage import UploadStudyFiles, staged_spec, study_uri, upload_study_files
 
@@ -397,7 +397,9 @@ def run_study(
                 experiment_dir, trainable, resume_unfinished=True, resume_errored=False
             )
         else:
-            attach_journal(search.searcher, study_dir, spec.name, search.search_seed, spec.objectives)
+            attach_journal(
+                search.searcher, study_dir, spec.name, search.search_seed, spec.objectives
+            )
             label = f"seed {search.search_seed} " if len(searches) > 1 else ""
             tuner = tune.Tuner(
                 trainable,
