@@ -191,3 +191,59 @@ def test_optuna_dashboard_lists_the_12_trials(stopped_and_resumed, chromium):  #
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+# -- the commands without Ray: help, bad input, status from files ----------------------------
+
+
+@pytest.mark.parametrize("name", ["dashboard", "status", "stop", "logs"])
+def test_watch_commands_have_help(name, capsys):
+    from run_study import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0 and "--storage" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["dashboard", "stop", "logs"])
+def test_watch_commands_refuse_a_missing_study_in_one_line(name, tmp_path, capsys):
+    from run_study import main
+
+    argv = [name, "nope", "--storage", str(tmp_path)] + (["--no-follow"] if name == "logs" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0] and str(tmp_path) in err[0], err
+
+
+def test_status_from_parquet_and_driver_record(tmp_path):
+    import json
+
+    from test_query_report import OBJECTIVES, optimize_trials, write_study
+
+    from results.status import study_progress
+
+    trials = optimize_trials(n=10)
+    study_dir = write_study(tmp_path, "synth", trials, OBJECTIVES)
+    row = study_progress(study_dir)
+    assert row["state"] == "unknown" and row["budget"] is None  # no driver record
+    assert (row["completed"], row["failed"], row["stopped"]) == (9, 1, 0)
+    done = trials[trials["status"] == "completed"]
+    assert row["best val_error"] == done["val_error"].min()
+    assert row["best inference_flops"] == done["inference_flops"].min()
+    assert row["hypervolume"] > 0
+    # a driver that is gone (a pid that no longer runs): interrupted, no time left shown
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    start = trials["finished_at"].min().timestamp() - 60
+    record = {"host": __import__("socket").gethostname(), "pid": dead.pid, "state": "running",
+              "budget": 16, "started_at": start}  # fmt: skip
+    (study_dir / DRIVER).write_text(json.dumps(record))
+    row = study_progress(study_dir)
+    assert row["state"] == "interrupted" and row["budget"] == 16 and row["remaining"] == "-"
+    assert row["elapsed"] == "1m09s"  # first start to the last trial's end (60 s + 9 s)
+    # this process as the driver: running, with the time left at the rate since it started
+    record.update(pid=os.getpid(), started_at=time.time() - 100, resumed_at=time.time() - 100)
+    (study_dir / DRIVER).write_text(json.dumps(record))
+    row = study_progress(study_dir)
+    assert row["state"] == "running"
+    assert row["remaining"] == "1m00s"  # 100 s for 10 trials, 6 to go
