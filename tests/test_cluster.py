@@ -322,6 +322,16 @@ def test_study_as_ray_job_on_two_nodes(cluster, tmp_path):
     print(status_out.stdout)
     line = next(ln for ln in status_out.stdout.splitlines() if job_id in ln)
     assert name in line and "SUCCEEDED" in line
+    # its progress from the Parquet (the storage is readable here): all 6 of a budget of 6
+    counts = re.search(r"successfully\.\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s", line)
+    assert counts, status_out.stdout
+    completed_n, failed_n, stopped_n, budget = map(int, counts.groups())
+    assert (completed_n + failed_n, stopped_n, budget) == (6, 0, 6), line
+
+    # `logs JOB` follows the job's output to its end (here: already ended, so it returns)
+    logs = cli(cluster, "logs", job_id, "--address", cluster.dashboard)
+    assert logs.returncode == 0, logs.stderr
+    assert "[6/6]" in logs.stdout and f"study {name!r}" in logs.stdout, logs.stdout[-2000:]
 
     # the CLI without the token: refused with a message, not a traceback
     no_token = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
