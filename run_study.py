@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from trainables.config import ConfigError  # light: the results commands don't load torch
+from contract.errors import ConfigError  # light: the results commands don't load torch
 
 LAYER_TABLE_COLUMNS = [
     "trial_id", "config/method", "config/sparsity", "config/distribution",
@@ -62,9 +62,11 @@ def print_result(spec, result, seconds: float) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from tuner.spec import load_spec
+
+    # every check happens here, before torch or Ray is imported (a typo costs milliseconds)
+    spec = load_spec(args.spec, args.set)
     from tuner.study import run_study
 
-    spec = load_spec(args.spec, args.set)  # every check happens here, before Ray starts
     start = time.monotonic()
     result = run_study(
         spec, overwrite=args.overwrite, address=args.address, dashboard=not args.no_dashboard

@@ -27,6 +27,7 @@ from benchmarks.common import ROOT, Section, machine  # noqa: E402
 
 # In the order they run and appear; each runs with its own defaults unless named here.
 BENCHMARKS = {
+    "cli_startup": [],
     "orchestration": [],
     "study_overhead": [],
     "default_study": [],

@@ -26,7 +26,8 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 
-CONFIG_PREFIX = "config/"
+from contract.columns import CONFIG_PREFIX
+
 CONFIG_ID = "config_id"
 COUNT = "count"
 # run-specific hyperparameters: not part of what a config *is*

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from results.study import ResultsError
+from contract.errors import ResultsError
 
 EXIT_USAGE = 2
 

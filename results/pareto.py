@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from contract.columns import LAYER as LAYER_COLUMN
+
 OBJECTIVE_MODES = ("min", "max")
-LAYER_COLUMN = "layer"
+
 UNRANKED_LAYER = 0
 
 # Upper bound on pairs compared at once (two bool matrices of this many cells, ~32 MB).

@@ -19,8 +19,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-TRIALS, HISTORY, PARETO = "trials.parquet", "history.parquet", "pareto.parquet"
-STUDY_FILES = {"trials": TRIALS, "history": HISTORY, "pareto": PARETO}
+# re-exported: the names are contract.columns'
+from contract.columns import HISTORY as HISTORY
+from contract.columns import PARETO as PARETO
+from contract.columns import STUDY_FILES as STUDY_FILES
+from contract.columns import TRIALS as TRIALS
 
 _PANDAS_METADATA_KEY = b"pandas"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from contract.errors import ResultsError
 from results.parquet import STUDY_FILES
-from results.study import ResultsError
 
 OUTPUT_FORMATS = (".parquet", ".csv")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from contract.columns import GIT_COMMIT_KEY, HARDWARE_KEY, VERSIONS_KEY
 from results.aggregate import CONFIG_ID, aggregate_over_seeds, with_config_id
 from results.hypervolume import MAX_EXACT_OBJECTIVES, hypervolume_history, reference_point
 from results.pareto import LAYER_COLUMN, with_layers
@@ -166,9 +167,9 @@ def plot_hypervolume_history(history: pd.DataFrame, path: str | Path, title: str
 
 def _provenance_lines(metadata: dict[str, str]) -> list[str]:
     lines = []
-    if "sparsetune.git_commit" in metadata:
-        lines.append(f"- commit: `{metadata['sparsetune.git_commit'][:12]}`")
-    for key, label in (("sparsetune.versions", "versions"), ("sparsetune.hardware", "hardware")):
+    if GIT_COMMIT_KEY in metadata:
+        lines.append(f"- commit: `{metadata[GIT_COMMIT_KEY][:12]}`")
+    for key, label in ((VERSIONS_KEY, "versions"), (HARDWARE_KEY, "hardware")):
         if key in metadata:
             try:
                 values = json.loads(metadata[key])
@@ -274,7 +275,8 @@ def write_report(
         report.plots.append(plot_accuracy_vs_sparsity(done, out_dir / ACCURACY_PLOT, metric, title))
         md += ["", f"![{metric} against sparsity]({ACCURACY_PLOT})"]
 
-    from results.report_html import REPORT_HTML, write_html_report
+    from contract.columns import REPORT_HTML
+    from results.report_html import write_html_report
 
     facts = [f"kind: {kind}", f"trials: {len(trials)} ({status_text or 'no status'})"]
     facts += [f"objectives: {', '.join(f'{o} ({m})' for o, m in objectives.items())}"]

@@ -36,7 +36,6 @@ from results.report import (
     table_columns,
 )
 
-REPORT_HTML = "report.html"
 LAYER_COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#7f7f7f"]
 METHOD_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"]
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}

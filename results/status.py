@@ -18,12 +18,11 @@ from typing import Any
 
 import pandas as pd
 
+from contract.columns import COMPLETED, DIVERGED, DRIVER, FAILED, STOPPED
 from results.parquet import TRIALS, read_table
 from results.study import study_objectives
 
-DRIVER = "driver.json"
-PROGRESS_LOG = "progress.log"
-FAILED_STATUSES = ("failed", "diverged")
+FAILED_STATUSES = (FAILED, DIVERGED)
 
 
 def read_driver(study_dir: str | Path) -> dict[str, Any]:
@@ -87,14 +86,14 @@ def study_progress(study_dir: str | Path, now: float | None = None) -> dict[str,
     trials = read_table(study_dir / TRIALS) if (study_dir / TRIALS).exists() else pd.DataFrame()
     record = read_driver(study_dir)
     status = trials["status"] if "status" in trials else pd.Series(dtype=str)
-    completed = trials[status == "completed"] if len(trials) else trials
+    completed = trials[status == COMPLETED] if len(trials) else trials
     budget = record.get("budget")
     row: dict[str, Any] = {
         "study": study_dir.name,
         "state": driver_state(record),
-        "completed": int((status == "completed").sum()),
+        "completed": int((status == COMPLETED).sum()),
         "failed": int(status.isin(FAILED_STATUSES).sum()),
-        "stopped": int((status == "stopped").sum()),
+        "stopped": int((status == STOPPED).sum()),
         "budget": budget if isinstance(budget, int) else None,
     }
     objectives = study_objectives(study_dir) if (study_dir / TRIALS).exists() else {}

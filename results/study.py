@@ -13,21 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# re-exported: the names are contract's
+from contract.columns import COMPLETED as COMPLETED
+from contract.columns import OBJECTIVES_KEY as OBJECTIVES_KEY
+from contract.columns import SPEC_KEY as SPEC_KEY
+from contract.errors import ResultsError as ResultsError
+from contract.errors import StudyNotFoundError as StudyNotFoundError
 from results.parquet import TRIALS, read_metadata
 from results.remote import cache_dir, download_files, is_uri
 
-OBJECTIVES_KEY = "sparsetune.objectives"
-SPEC_KEY = "sparsetune.spec"
-COMPLETED = "completed"
 FINISHED_AT = "finished_at"
-
-
-class ResultsError(Exception):
-    """A problem with the user's input (study name, SQL, objectives, output path)."""
-
-
-class StudyNotFoundError(ResultsError, FileNotFoundError):
-    pass
 
 
 def list_studies(storage: str | Path) -> list[str]:

@@ -7,7 +7,8 @@ from numbers import Integral, Real
 
 import pandas as pd
 
-CONFIG_PREFIX = "config/"
+from contract.columns import CONFIG_PREFIX
+
 COLUMN_GAP = "  "
 MISSING = "-"
 # Numbers at least this large (FLOPs, parameter counts, bytes) print in exponent form.

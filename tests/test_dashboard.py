@@ -16,8 +16,9 @@ import optuna
 import pytest
 from browser import chromium  # noqa: F401  (the fixture)
 
+from contract.columns import DRIVER, PROGRESS_LOG
 from results.parquet import read_table
-from results.status import DRIVER, PROGRESS_LOG, read_driver
+from results.status import read_driver
 from tuner.journal import (
     TUNE_TRIAL_ATTR,
     JournalRecorder,

@@ -127,7 +127,8 @@ def test_grafana_dashboard_queries_the_metrics_the_study_publishes():
     StudyMetrics publishes, and every one of them is on some panel, filtered by $study."""
     import re
 
-    from tuner.monitoring import METRIC_NAMES, prometheus_name
+    from contract.metrics import STUDY_METRICS as METRIC_NAMES
+    from contract.metrics import prometheus_name
 
     dashboard = json.loads((ROOT / "docs" / "grafana" / "sparsetune.json").read_text())
     published = {prometheus_name(key) for key in METRIC_NAMES}

@@ -13,8 +13,9 @@ from test_query_report import (
     write_study,
 )
 
+from contract.columns import REPORT_HTML
 from results.report import write_report
-from results.report_html import REPORT_HTML, accuracy_figure
+from results.report_html import accuracy_figure
 
 
 class ScriptSources(HTMLParser):

@@ -12,9 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A hyperparameter or spec field with a bad name or value; the message says the fix."""
+from contract.errors import ConfigError as ConfigError  # re-exported
+from trainables.catalog import registered_names
 
 
 @dataclass(frozen=True)
@@ -26,28 +25,7 @@ class Field:
     high: float | None = None
     high_open: bool = False  # True when `high` itself is not allowed (sparsity < 1)
     low_open: bool = False
-    choices: tuple[str, ...] | None = None  # filled in lazily for registries (datasets, ...)
-
-
-def _registry_choices(name: str) -> tuple[str, ...] | None:
-    # Lazy so that importing the config does not import torch models or datasets.
-    if name == "dataset":
-        from trainables.datasets import DATASETS
-
-        return tuple(DATASETS)
-    if name == "model":
-        from trainables.models import MODELS
-
-        return tuple(MODELS)
-    if name == "method":
-        from trainables.sparsity import METHODS
-
-        return tuple(METHODS)
-    if name == "distribution":
-        from trainables.sparsity import DISTRIBUTIONS
-
-        return tuple(DISTRIBUTIONS)
-    return None
+    choices: tuple[str, ...] | None = None  # registries' names come from trainables.catalog
 
 
 FIELDS: dict[str, Field] = {
@@ -210,7 +188,7 @@ def check_value(name: str, value: Any, where: str = "") -> Any:
     if f.kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{label}: expected a string ({f.doc})")
-        choices = f.choices or _registry_choices(name)
+        choices = f.choices or registered_names(name)
         if name == "device":
             if value not in ("auto", "cpu") and not value.startswith("cuda"):
                 raise ConfigError(f"{label}: allowed auto, cpu, cuda or cuda:N")
@@ -246,4 +224,26 @@ def make_config(overrides: dict[str, Any] | None = None, where: str = "") -> dic
     config = {name: f.default for name, f in FIELDS.items()}
     for name, value in (overrides or {}).items():
         config[name] = check_value(name, value, where)
+    _apply_pattern_sparsity(config, given=set(overrides or {}), where=where)
     return config
+
+
+def _apply_pattern_sparsity(config: dict[str, Any], given: set[str], where: str) -> None:
+    """An n:m pattern fixes the density of every sparse layer at nm_n/nm_m: the sparsity is
+    taken from it when not given, and a sparsity that contradicts it is refused."""
+    if config["pattern"] != "n:m" or config["method"] == "dense":
+        return
+    n, m = config["nm_n"], config["nm_m"]
+    if n >= m:
+        raise ConfigError(
+            f"{where}nm_n={n}, nm_m={m}: an n:m pattern keeps nm_n of every nm_m weights, so "
+            "nm_n must be below nm_m (2:4 is nm_n=2, nm_m=4)"
+        )
+    implied = 1 - n / m
+    if "sparsity" not in given:
+        config["sparsity"] = implied
+    elif not math.isclose(config["sparsity"], implied, abs_tol=1e-9):
+        raise ConfigError(
+            f"{where}sparsity={config['sparsity']!r} contradicts pattern n:m ({n}:{m}), whose "
+            f"masks are {n}/{m} dense: leave sparsity out or set sparsity={implied:g}"
+        )

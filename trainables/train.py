@@ -17,7 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trainables.config import ConfigError, make_config
+from contract.errors import ConfigError
+from contract.metrics import METRICS as METRICS  # re-exported
+from trainables.config import make_config
 from trainables.datasets import DeviceDataset, load_dataset
 from trainables.flops import forward_flops
 from trainables.models import create_model
@@ -29,14 +31,6 @@ SPARSE_KNOBS = (
     "skip_weight_update_on_mask_update", "set_sign_split", "drop_criterion", "grow_criterion",
     "regrowth_rate", "initial_sparsity", "topk_period", "warmup_epochs", "lambda_init", "eta",
     "regularizer",
-)  # fmt: skip
-
-# The metric names every trial reports (a contract: Parquet columns and objectives use them).
-METRICS = (
-    "val_accuracy", "val_error", "test_accuracy", "test_error", "val_f1_macro", "train_loss",
-    "train_flops", "inference_flops", "nonzero_params", "total_params", "density",
-    "train_seconds", "inference_seconds", "peak_memory_bytes", "epoch", "diverged",
-    "model_bytes_dense", "model_bytes_csr",
 )  # fmt: skip
 
 

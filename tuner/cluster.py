@@ -9,13 +9,15 @@ the cluster's token as a bearer header: from RAY_AUTH_TOKEN, the file RAY_AUTH_T
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainables.config import ConfigError
+from contract.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 # Metadata key that marks a Ray Job as a sparsetune study (its value: the study's name).
@@ -34,6 +36,34 @@ def auth_token() -> str | None:
     if path.is_file():
         return path.read_text().strip() or None
     return None
+
+
+def local_token_path() -> Path | None:
+    """Where a new local Ray keeps its token when HOME cannot hold it (None: HOME can).
+
+    Ray writes a new cluster's token to ~/.ray/auth_token; with a read-only or missing HOME
+    it would fail with a traceback. Then the token goes to a private folder under the temp
+    directory, named for this user, and RAY_AUTH_TOKEN_PATH points Ray (and the processes it
+    starts) at it.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return None
+    home_ray = Path(os.environ.get("HOME") or "/nonexistent") / ".ray"
+    try:
+        home_ray.mkdir(parents=True, exist_ok=True)
+        if os.access(home_ray, os.W_OK):
+            return None
+    except OSError:
+        pass
+    folder = Path(tempfile.gettempdir()) / f"sparsetune-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / "auth_token"
+    if not path.is_file() or not path.read_text().strip():
+        # as Ray's own generate_and_save_token: 256 random bits, readable by this user only
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path
 
 
 def auth_headers() -> dict[str, str]:

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from contract.errors import ConfigError
 from results.remote import is_uri
-from trainables.config import ConfigError
 from tuner.journal import JOURNAL, journal_path
 
 HOST = "127.0.0.1"

@@ -19,8 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-JOURNAL = "optuna-journal.log"
-TUNE_TRIAL_ATTR = "tune_trial_id"  # user attr: the Tune trial an Optuna trial records
+from contract.columns import JOURNAL, JOURNAL_STUDY, TUNE_TRIAL_ATTR
 
 
 def journal_path(study_dir: str | Path) -> Path:
@@ -28,7 +27,7 @@ def journal_path(study_dir: str | Path) -> Path:
 
 
 def optuna_study_name(study: str, search_seed: int | None) -> str:
-    return f"{study}/seed-{search_seed}"
+    return JOURNAL_STUDY.format(study=study, search_seed=search_seed)
 
 
 def open_journal(path: str | Path):

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from contract.columns import OBJECTIVES_KEY
 from results.aggregate import CONFIG_PREFIX, aggregate_over_seeds, with_config_id
 from results.pareto import non_dominated_layers
 from results.parquet import TRIALS, read_metadata, read_trials
@@ -118,7 +119,7 @@ def source_trials(spec: StudySpec) -> tuple[pd.DataFrame, dict[str, str]]:
         study_dir = spec.study_dir.parent / name
         if not (study_dir / TRIALS).exists():
             raise SpecError(f"from: study {name!r} not found (looked for {study_dir / TRIALS})")
-        meta = json.loads(read_metadata(study_dir / TRIALS).get("sparsetune.objectives", "{}"))
+        meta = json.loads(read_metadata(study_dir / TRIALS).get(OBJECTIVES_KEY, "{}"))
         if objectives is not None and meta != objectives:
             raise SpecError(f"from: studies disagree on objectives ({objectives} vs {meta})")
         objectives = meta

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from results.status import PROGRESS_LOG, driver_state, pid_alive, read_driver, write_driver
-from trainables.config import ConfigError
+from contract.columns import PROGRESS_LOG
+from contract.errors import ConfigError
+from results.status import driver_state, pid_alive, read_driver, write_driver
 
 
 class DriverRecord(Callback):

@@ -24,25 +24,11 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
+from contract.metrics import STUDY_METRICS
 from tuner.callbacks import trial_status
 
 TAG_KEYS = ("study",)
-# Ray metric names (Prometheus adds Ray's `ray_` prefix, and `_total` to counters); the Grafana
-# dashboard docs/grafana/sparsetune.json queries these (tests/test_prometheus.py checks it).
-METRIC_NAMES = {
-    "finished": "sparsetune_trials_finished",
-    "failed": "sparsetune_trials_failed",
-    "stopped": "sparsetune_trials_stopped",
-    "best": "sparsetune_best_objective",
-    "hypervolume": "sparsetune_hypervolume",
-    "rate": "sparsetune_trials_per_minute",
-}
-COUNTERS = ("finished", "failed", "stopped")
-
-
-def prometheus_name(key: str) -> str:
-    """The name a metric has in Prometheus, e.g. ray_sparsetune_trials_finished_total."""
-    return f"ray_{METRIC_NAMES[key]}" + ("_total" if key in COUNTERS else "")
+METRIC_NAMES = STUDY_METRICS  # contract.metrics owns the names
 
 
 class StudyMetrics(Callback):

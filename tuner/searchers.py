@@ -23,10 +23,11 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from contract.columns import CONSTRAINTS_KEY
 from search_spaces import SearchSpace
 from tuner.spec import SearchConfig, SpecError
 
-CONSTRAINT_ATTR = "sparsetune.constraints"  # user attr holding c <= 0 (feasible) per constraint
+CONSTRAINT_ATTR = CONSTRAINTS_KEY  # user attr holding c <= 0 (feasible) per constraint
 _CONSTRAINT = re.compile(r"^\s*(\w+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
 

@@ -14,9 +14,11 @@ from typing import Any
 
 import yaml
 
+from contract.errors import ConfigError
+from contract.errors import SpecError as SpecError  # re-exported
+from contract.metrics import METRICS
 from search_spaces import SearchSpace, SpaceError, load_space
-from trainables.config import FIELDS, ConfigError, check_value
-from trainables.train import METRICS
+from trainables.config import FIELDS, check_value
 
 KINDS = ("optimize", "random", "reproduction", "reevaluate", "evaluate")
 ALGORITHMS = ("nsga2", "tpe", "gp", "random", "lhs", "grid")
@@ -31,10 +33,6 @@ REPRODUCTION_SPARSITIES = (
 EVALUATE_SPARSITIES = (0.2, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99)
 MODES = ("min", "max")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class SpecError(ConfigError):
-    """A bad study spec."""
 
 
 @dataclass
@@ -155,7 +153,7 @@ def check_trainable(path: str) -> str:
         if not Path(target).is_file():
             raise SpecError(f"trainable={path!r}: file {target!r} not found")
         path = f"{Path(target).resolve()}:{name}"
-    from tuner.trainable import import_function
+    from tuner.imports import import_function
 
     try:
         import_function(path)

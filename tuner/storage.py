@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from contract.errors import ConfigError
 from results.remote import download_files, is_uri, upload_files
-from trainables.config import ConfigError
 from tuner.spec import StudySpec
 
 

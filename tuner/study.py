@@ -12,11 +12,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from contract.columns import (
+    GIT_COMMIT_KEY,
+    HARDWARE_KEY,
+    OBJECTIVES_KEY,
+    SPEC_KEY,
+    VERSIONS_KEY,
+)
+from contract.errors import ConfigError
 from results.pareto import with_layers
 from results.parquet import PARETO, TRIALS, read_table, write_table_atomic
 from results.plots import plot_pareto_front
 from search_spaces import SearchSpace
-from trainables.config import ConfigError
 from tuner.spec import StudySpec
 
 PARETO_PNG = "pareto.png"
@@ -49,13 +56,13 @@ def provenance(spec: StudySpec) -> dict[str, str]:
         commit = ""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
     return {
-        "sparsetune.spec": spec.source,
-        "sparsetune.objectives": json.dumps(spec.objectives),
-        "sparsetune.versions": json.dumps(
+        SPEC_KEY: spec.source,
+        OBJECTIVES_KEY: json.dumps(spec.objectives),
+        VERSIONS_KEY: json.dumps(
             {"ray": ray.__version__, "optuna": optuna.__version__, "torch": torch.__version__}
         ),
-        "sparsetune.git_commit": commit or "unknown",
-        "sparsetune.hardware": json.dumps(
+        GIT_COMMIT_KEY: commit or "unknown",
+        HARDWARE_KEY: json.dumps(
             {
                 "machine": platform.machine(),
                 "cpus": os.cpu_count(),
@@ -183,6 +190,11 @@ def init_ray(address: str | None = None, dashboard: bool = True) -> str | None:
         # for Ray's `uv run` hook to zip and ship the working tree and start every worker
         # through `uv run`.
         set_ray_switch("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        from tuner.cluster import local_token_path
+
+        token_path = local_token_path()  # HOME read-only or missing: the token goes elsewhere
+        if token_path is not None:
+            os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
         context = ray.init(
             num_cpus=os.cpu_count(),
             include_dashboard=dashboard,

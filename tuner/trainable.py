@@ -10,12 +10,9 @@ trial reports it as its last result (`error`) and ends, so Tune never retries it
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ from ray import tune
 from search_spaces import SearchSpace
 from trainables.datasets import DeviceDataset
 from trainables.train import Trainer
+from tuner.imports import import_function
 
 STATE_FILE = "trainer.pt"
 ERROR_KEY = "error"  # the last result of a trial whose own code raised
@@ -110,18 +108,6 @@ def run_trial(
             last_checkpoint = time.monotonic()
         else:
             tune.report(metrics)
-
-
-def import_function(path: str) -> Callable[[dict[str, Any]], Any]:
-    """'package.module:function' or '/path/to/file.py:function' -> the function."""
-    target, _, name = path.rpartition(":")
-    if target.endswith(".py"):
-        module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(target)
-    return getattr(module, name)
 
 
 def run_custom_trial(config: dict[str, Any], space: SearchSpace, function: str) -> None:

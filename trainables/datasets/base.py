@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.config import ConfigError
+from contract.errors import ConfigError
 
 AUGMENTATIONS = ("auto", "none", "flip", "translate", "flip_translate")
 TRANSLATE_PAD = 4  # pixels: random translation by up to 4 px (= pad 4 + random 32x32 crop)

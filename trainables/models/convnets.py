@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.config import ConfigError
+from contract.errors import ConfigError
 from trainables.models import register_model
 
 
