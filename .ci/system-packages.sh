@@ -16,9 +16,10 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
 export DEBIAN_FRONTEND=noninteractive
 # Several jobs may share the machine: wait for dpkg's lock instead of failing.
-apt_opts="-o DPkg::Lock::Timeout=600"
-$SUDO apt-get $apt_opts update -qq >/dev/null 2>&1 || true
-if ! $SUDO apt-get $apt_opts install -y -qq --no-install-recommends $need >/dev/null; then
+lock="-oDPkg::Lock::Timeout=600"
+$SUDO apt-get "$lock" update -qq >/dev/null 2>&1 || true
+# shellcheck disable=SC2086 # $need is a list of package names
+if ! $SUDO apt-get "$lock" install -y -qq --no-install-recommends $need >/dev/null; then
     echo "system-packages: could not install$need (their tests will skip)" >&2
 fi
 exit 0
