@@ -22,6 +22,17 @@ from typing import Any
 from contract.columns import JOURNAL, JOURNAL_STUDY, TUNE_TRIAL_ATTR
 
 
+def set_metric_names(study, names: list[str]) -> None:
+    """Study.set_metric_names, without its ExperimentalWarning (stable since Optuna 3.2)."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
+
+
 def journal_path(study_dir: str | Path) -> Path:
     return Path(study_dir) / JOURNAL
 
@@ -70,7 +81,7 @@ class JournalRecorder:
                 load_if_exists=True,
             )
             if study.metric_names != self.metrics:
-                study.set_metric_names(self.metrics)
+                set_metric_names(study, self.metrics)
             self._recorded = {
                 t.user_attrs.get(TUNE_TRIAL_ATTR) for t in study.get_trials(deepcopy=False)
             }
@@ -151,7 +162,7 @@ def reconcile_journal(path: str | Path, study_name: str, finished: set[str]) -> 
         )
         source = optuna.load_study(study_name=summary.study_name, storage=old)
         if source.metric_names:
-            study.set_metric_names(source.metric_names)
+            set_metric_names(study, source.metric_names)
         for key, value in source.user_attrs.items():
             study.set_user_attr(key, value)
         study.add_trials(kept[summary.study_name])
