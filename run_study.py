@@ -165,8 +165,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"no studies on the cluster at {args.address}")
             return 0
         for row in rows:  # progress from the study's Parquet, where this machine can read it
-            study_dir = Path(row["storage"] or args.storage) / row["study"]
-            if study_dir.is_dir():
+            # (a relative storage is relative to the job's working dir on the head: not here)
+            study_dir = Path(row["storage"] or "runs") / row["study"]
+            if study_dir.is_absolute() and study_dir.is_dir():
                 progress = study_progress(study_dir)
                 row.update({k: v for k, v in progress.items() if k not in ("study", "state")})
     else:
