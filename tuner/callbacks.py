@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -13,8 +15,9 @@ import pandas as pd
 from ray.tune import Callback
 
 from results.parquet import HISTORY, TRIALS, upsert_rows
+from results.status import read_driver, write_driver
 from search_spaces import SearchSpace
-from tuner.lifecycle import append_log
+from tuner.lifecycle import append_log, trial_count
 from tuner.searchers import objective_values
 
 # What Tune adds to every result: bookkeeping, not metrics of the trial.
@@ -232,3 +235,43 @@ class ProgressReporter(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._line(trial, "failed")
+
+
+class DriverRecord(Callback):
+    """Keeps driver.json up to date: which process drives the study, since when, its budget."""
+
+    def __init__(
+        self, study_dir: Path, study: str, budget: int, search_trials: int, last_search: bool
+    ):
+        self.study_dir, self.study, self.budget = Path(study_dir), study, budget
+        self.search_trials, self.last_search = search_trials, last_search
+
+    def setup(self, **info):
+        old = read_driver(self.study_dir)
+        same_driver = old.get("pid") == os.getpid() and old.get("host") == socket.gethostname()
+        now = time.time()
+        done = trial_count(self.study_dir)
+        record = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "state": "running",
+            "study": self.study,
+            "budget": self.budget,
+            "started_at": old.get("started_at") or now,  # the study's first start
+            "resumed_at": old.get("resumed_at", now) if same_driver else now,
+            "done_at_resume": old.get("done_at_resume", done) if same_driver else done,
+        }
+        write_driver(self.study_dir, record)
+        if not same_driver:
+            append_log(self.study_dir, f"driver pid {os.getpid()} on {record['host']} started")
+
+    def on_experiment_end(self, trials, **info):
+        # Tune calls this after a Ctrl-C too: only a search whose trials all ended is done.
+        ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        finished = ended >= self.search_trials and ended == len(trials)
+        if finished and not self.last_search:
+            return
+        state = "ended" if finished else "interrupted"
+        record = read_driver(self.study_dir)
+        write_driver(self.study_dir, {**record, "state": state, "ended_at": time.time()})
+        append_log(self.study_dir, f"driver pid {os.getpid()}: study {state}")

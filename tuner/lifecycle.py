@@ -1,70 +1,28 @@
-"""A study's life from the command line: its driver record, `stop`, `logs`.
+"""A study's life from the command line: its driver record, `stop`, `logs` (no Ray import).
 
-`DriverRecord` (a Tune callback in the driver) keeps ``driver.json`` in the study folder
-(host, pid, first start, budget, ended or not; `results.status` reads it) and appends a line
-per trial to ``progress.log``. A local study is stopped by SIGINT to its driver (Tune then
-saves its experiment state and stops; `resume` continues); a submitted one through the Jobs
-API (`stop_job`: SIGTERM to the driver, SIGKILL a few seconds later). Either way the Parquet
-stays consistent: every write is atomic, and `resume` drops rows Tune's state doesn't know.
+`tuner.callbacks.DriverRecord` (a Tune callback in the driver) keeps ``driver.json`` in the
+study folder (host, pid, first start, budget, ended or not; `results.status` reads it), and
+`ProgressReporter` appends a line per trial to ``progress.log``. A local study is stopped
+by SIGINT to its driver (Tune then saves its experiment state and stops; `resume`
+continues); a submitted one through the Jobs API (`stop_job`: SIGTERM to the driver,
+SIGKILL a few seconds later). Either way the Parquet stays consistent: every write is
+atomic, and `resume` drops rows Tune's state doesn't know.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
 
-from ray.tune import Callback
-
 from contract.columns import PROGRESS_LOG
 from contract.errors import ConfigError
-from results.status import driver_state, pid_alive, read_driver, write_driver
+from results.status import driver_state, pid_alive, read_driver
 
 
-class DriverRecord(Callback):
-    """Keeps driver.json up to date: which process drives the study, since when, its budget."""
-
-    def __init__(
-        self, study_dir: Path, study: str, budget: int, search_trials: int, last_search: bool
-    ):
-        self.study_dir, self.study, self.budget = Path(study_dir), study, budget
-        self.search_trials, self.last_search = search_trials, last_search
-
-    def setup(self, **info):
-        old = read_driver(self.study_dir)
-        same_driver = old.get("pid") == os.getpid() and old.get("host") == socket.gethostname()
-        now = time.time()
-        done = _trial_count(self.study_dir)
-        record = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "state": "running",
-            "study": self.study,
-            "budget": self.budget,
-            "started_at": old.get("started_at") or now,  # the study's first start
-            "resumed_at": old.get("resumed_at", now) if same_driver else now,
-            "done_at_resume": old.get("done_at_resume", done) if same_driver else done,
-        }
-        write_driver(self.study_dir, record)
-        if not same_driver:
-            append_log(self.study_dir, f"driver pid {os.getpid()} on {record['host']} started")
-
-    def on_experiment_end(self, trials, **info):
-        # Tune calls this after a Ctrl-C too: only a search whose trials all ended is done.
-        ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-        finished = ended >= self.search_trials and ended == len(trials)
-        if finished and not self.last_search:
-            return
-        state = "ended" if finished else "interrupted"
-        record = read_driver(self.study_dir)
-        write_driver(self.study_dir, {**record, "state": state, "ended_at": time.time()})
-        append_log(self.study_dir, f"driver pid {os.getpid()}: study {state}")
-
-
-def _trial_count(study_dir: Path) -> int:
+def trial_count(study_dir: Path) -> int:
     from results.parquet import TRIALS
 
     path = study_dir / TRIALS

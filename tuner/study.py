@@ -356,10 +356,9 @@ def run_study(
     from ray.tune.logger import JsonLoggerCallback
 
     from trainables.datasets import load_dataset
-    from tuner.callbacks import ParquetWriter, ProgressReporter
+    from tuner.callbacks import DriverRecord, ParquetWriter, ProgressReporter
     from tuner.journal import attach_journal, reconcile_with_tune
     from tuner.kinds import plan_searches
-    from tuner.lifecycle import DriverRecord
     from tuner.monitoring import StudyMetrics
     from tuner.storage import UploadStudyFiles, staged_spec, study_uri, upload_study_files
 
