@@ -15,6 +15,7 @@ import itertools
 import math
 import pickle
 import re
+import sys
 from typing import Any
 
 import optuna
@@ -91,7 +92,10 @@ class MultiObjectiveOptunaSearch(OptunaSearch):
             self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
         self._completed_trials.add(trial_id)
         if getattr(self, "journal", None) is not None:  # searchers pickled before it: none
-            self.journal.record(self._ot_study._storage.get_trial(ot_trial._trial_id), trial_id)
+            try:
+                self.journal.record(self._ot_study._storage.get_trial(ot_trial._trial_id), trial_id)
+            except OSError as err:  # the dashboard's record: never a reason to stop the study
+                print(f"warning: optuna journal not written ({err})", file=sys.stderr)
 
     @property
     def optuna_study(self) -> optuna.Study:
