@@ -100,7 +100,7 @@ def stopped_and_resumed(tmp_path_factory):
     storage = tmp_path_factory.mktemp("watch")
     name = "watched"
     cmd = [sys.executable, str(ROOT / "run_study.py"), "run", str(ROOT / "studies/default.yaml")]
-    for assignment in (f"storage={storage}", f"name={name}", f"trials={TRIALS}", "fixed.epochs=20",
+    for assignment in (f"storage={storage}", f"name={name}", f"trials={TRIALS}", "fixed.epochs=12",
                        "search.population_size=4", "max_concurrent=2"):  # fmt: skip
         cmd += ["--set", assignment]
     cmd.append("--no-dashboard")
