@@ -27,24 +27,102 @@ LAYER_TABLE_COLUMNS = [
 def parse_assignments(assignments: list[str]) -> dict:
     import yaml
 
+    from contract.errors import ConfigError
+    from tuner import strict_yaml
+
     values = {}
     for assignment in assignments:
         if "=" not in assignment:
             raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. --set sparsity=0.9")
         key, text = assignment.split("=", 1)
-        values[key.strip()] = yaml.safe_load(text) if text else ""
+        try:
+            values[key.strip()] = strict_yaml.load(text) if text else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"--set {assignment!r}: the value is not valid YAML ({err})"
+            ) from None
     return values
+
+
+EXIT_ALL_FAILED = 1
+TOP_ERRORS = 3
+
+
+def error_counts(trials) -> list[tuple[str, int]]:
+    """The failed trials' errors (first line), most common first."""
+    from contract.columns import ERROR, FAILED, STATUS
+
+    if not len(trials) or ERROR not in trials.columns:
+        return []
+    failed = trials[trials[STATUS] == FAILED][ERROR].dropna().astype(str)
+    firsts = failed.map(lambda text: (text.strip().splitlines() or [""])[0][:200])
+    return list(firsts.value_counts().items())
+
+
+def resume_hint(spec) -> str:
+    storage = "" if spec.storage == "runs" else f" --storage {spec.storage}"
+    return f"continue with run_study.py resume {spec.name}{storage}"
+
+
+def print_stopped(spec, result, interrupts) -> int:
+    """A study paused (Ctrl-C, SIGTERM, study_timeout_s): what is done, how to go on."""
+    done = len(result.trials)
+    if result.timed_out:
+        print(
+            f"\nstopped at study_timeout_s={spec.study_timeout_s:g}: {done} of "
+            f"{result.budget} trials done; {resume_hint(spec)}",
+            flush=True,
+        )
+        return 0
+    if not result.started:
+        print("\ninterrupted before the study started: nothing was written", flush=True)
+    else:
+        print(
+            f"\ninterrupted: {done} of {result.budget} trials done; {resume_hint(spec)}",
+            flush=True,
+        )
+    return interrupts.exit_code
+
+
+def print_outcome(spec, result, seconds: float) -> int:
+    """The summary line (counts by status, top errors), the layer-1 table; the exit code."""
+    from contract.columns import FAILED, STATUS
+
+    trials = result.trials
+    counts = trials[STATUS].value_counts().to_dict() if len(trials) else {}
+    errors = error_counts(trials)
+    if len(trials) and counts.get(FAILED, 0) == len(trials):
+        top, times = errors[0] if errors else ("no error recorded", len(trials))
+        print(
+            f"error: every trial of study {spec.name!r} failed ({len(trials)} of "
+            f"{result.budget}); the most common error ({times}x): {top}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_ALL_FAILED
+    print_result(spec, result, seconds)
+    return 0
 
 
 def print_result(spec, result, seconds: float) -> None:
     from results.tables import format_table
+    from tuner.callbacks import duration
 
     trials = result.trials
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    from contract.columns import COMPLETED, DIVERGED, FAILED
+
+    statuses = [COMPLETED, FAILED, DIVERGED]
+    statuses += sorted(set(counts) - set(statuses))
     print(
-        f"\nstudy {spec.name!r} finished in {seconds:.0f}s: "
-        + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        f"\nstudy {spec.name!r} finished in {duration(seconds)}: "
+        + ", ".join(f"{counts.get(status, 0)} {status}" for status in statuses)
     )
+    errors = error_counts(trials)
+    if errors:
+        print("top errors:")
+        for text, times in errors[:TOP_ERRORS]:
+            print(f"  {times}x {text}")
     if len(result.pareto):
         layer1 = result.pareto[result.pareto["layer"] == 1]
         objectives = [m for m in spec.objectives if m not in LAYER_TABLE_COLUMNS]
@@ -60,29 +138,40 @@ def print_result(spec, result, seconds: float) -> None:
             print(f"  {result.study_dir / name}")
 
 
+def drive(args: argparse.Namespace, spec, **how) -> int:
+    """Run or resume `spec` with Ctrl-C as a pause; print the outcome; the exit code."""
+    from tuner.interrupt import Interrupts
+    from tuner.lock import StudyLock
+
+    # a study another driver runs is refused in a second, before torch and Ray are imported
+    StudyLock(spec.storage, spec.name).check_free()
+    from tuner.study import run_study
+
+    start = time.monotonic()
+    with Interrupts() as interrupts:
+        result = run_study(
+            spec, address=args.address, dashboard=not args.no_dashboard,
+            interrupts=interrupts, verbose=args.verbose, **how,
+        )  # fmt: skip
+        if result.interrupted or result.timed_out:
+            return print_stopped(spec, result, interrupts)
+        return print_outcome(spec, result, time.monotonic() - start)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tuner.spec import load_spec
 
     # every check happens here, before torch or Ray is imported (a typo costs milliseconds)
     spec = load_spec(args.spec, args.set)
-    from tuner.study import run_study
-
-    start = time.monotonic()
-    result = run_study(
-        spec, overwrite=args.overwrite, address=args.address, dashboard=not args.no_dashboard
-    )
-    print_result(spec, result, time.monotonic() - start)
-    return 0
+    return drive(args, spec, overwrite=args.overwrite)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from tuner.study import load_study_spec, run_study
+    from tuner.study import load_study_spec
 
+    # the study is where it is now: --storage, whatever its spec.yaml says
     spec = load_study_spec(args.name, args.storage)
-    start = time.monotonic()
-    result = run_study(spec, resume=True, address=args.address, dashboard=not args.no_dashboard)
-    print_result(spec, result, time.monotonic() - start)
-    return 0
+    return drive(args, spec, resume=True)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -242,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     ray_options.add_argument(
         "--no-dashboard", action="store_true", help="start the local Ray without its dashboard"
     )
+    ray_options.add_argument(
+        "--verbose", action="store_true",
+        help="also show Ray's and Tune's notices here (they always go to <study>/driver.log)",
+    )  # fmt: skip
 
     run = sub.add_parser(
         "run",
@@ -268,7 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
         "finished trials stay, unfinished ones run again, the searcher goes on where it was.",
     )
     resume.add_argument("name", help="the study's name (its folder under --storage)")
-    resume.add_argument("--storage", default="runs", help="where the study lives (default: runs)")
+    resume.add_argument(
+        "--storage", default="runs",
+        help="the folder (or URI) holding the study now (default: runs); a moved or copied "
+        "study resumes where it is, whatever its spec.yaml says",
+    )  # fmt: skip
     resume.set_defaults(func=cmd_resume)
 
     train = sub.add_parser(
@@ -413,13 +510,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(Exception):
+    """SIGTERM before a study's own handler is in place (tuner.interrupt.Interrupts)."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminated) if threading_is_main() else None
     try:
-        return args.func(args)
-    except ConfigError as err:  # bad input: one line naming the field and the fix
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        from contract.errors import ConfigError  # light: results commands don't load torch
+
+        try:
+            return args.func(args)
+        except ConfigError as err:  # bad input: one line naming the field and the fix
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    except (KeyboardInterrupt, Terminated) as stop:  # before a study's own handlers
+        print("\ninterrupted", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

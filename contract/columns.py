@@ -9,6 +9,7 @@ JOURNAL = "optuna-journal.log"  # each Optuna search's told trials (optuna-dashb
 DRIVER = "driver.json"  # the running driver: host, pid, first start, budget, state
 PROGRESS_LOG = "progress.log"  # the driver's progress lines (`run_study.py logs NAME`)
 REPORT_HTML = "report.html"  # the interactive report (`run_study.py report NAME`)
+DRIVER_LOG = "driver.log"  # Ray's and Tune's log records of the study's drivers
 
 # columns
 CONFIG_PREFIX = "config/"  # every hyperparameter a trial used, as config/<name>

@@ -45,8 +45,9 @@ def pareto_command(
     out: str | None = None,
 ) -> int:
     """Non-dominated layers over the completed trials of one or more studies together."""
+    from results.integrity import check_file
     from results.pareto import LAYER_COLUMN, with_layers
-    from results.parquet import read_trials
+    from results.parquet import TRIALS, read_trials
     from results.query import write_result
     from results.report import table_columns
     from results.study import common_objectives, completed, find_study, parse_objectives
@@ -54,6 +55,8 @@ def pareto_command(
 
     try:
         study_dirs = [find_study(name, storage) for name in names]
+        for study_dir in study_dirs:
+            check_file(study_dir, TRIALS)
         chosen = parse_objectives(objectives) if objectives else common_objectives(study_dirs)
         trials = completed(read_trials(study_dirs))
         try:
@@ -81,11 +84,13 @@ def pareto_command(
 
 def report_command(name: str, storage: str = "runs", objectives: list[str] | None = None) -> int:
     """Write <storage>/<name>/report.md with its plots; print the files."""
+    from results.integrity import check_study
     from results.report import write_report
     from results.study import find_study, parse_objectives
 
     try:
         study_dir = find_study(name, storage)
+        check_study(study_dir)
         chosen = parse_objectives(objectives) if objectives else None
         try:
             report = write_report(study_dir, chosen)

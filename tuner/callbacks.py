@@ -54,6 +54,51 @@ def error_summary(trial) -> str | None:
     return lines[-1][:500] if lines else None
 
 
+def failure_reason(trial, objectives: list[str], errored: bool) -> str | None:
+    """Why a trial failed, in one line (None when it did not): a timeout, its own error,
+    Tune's error, or what its reports lacked (no report at all, a missing objective)."""
+    from tuner.timeouts import TIMED_OUT
+
+    result = trial.last_result or {}
+    if trial.trial_id in TIMED_OUT:
+        return TIMED_OUT[trial.trial_id]
+    if trial_status(result, objectives, errored) != "failed":
+        return None
+    if errored:
+        return error_summary(trial) or "the trial's process failed (see its error.txt)"
+    if result.get("error") is not None:
+        return str(result["error"])
+    reported = {k: v for k, v in result.items() if k not in TUNE_RESULT_KEYS}
+    if not reported:
+        return "the trial never reported a result (its function must call ray.tune.report)"
+    missing = [m for m in objectives if m not in result]
+    if missing:
+        return f"its last report has no {', '.join(missing)} (the study's objectives)"
+    bad = [f"{m}={result[m]!r}" for m in objectives if not isinstance(result[m], int | float)]
+    return f"its last report has objectives that are not numbers: {', '.join(bad)}"
+
+
+def first_line(text: str | None, width: int = 160) -> str:
+    return (str(text).strip().splitlines() or [""])[0][:width] if text else ""
+
+
+class TrialStarted(Callback):
+    """Calls `action` when a trial starts (the first start confirms an --overwrite)."""
+
+    def __init__(self, action):
+        self.action = action
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.action()
+
+    def __reduce__(self):  # Tune pickles its callbacks: a restored copy does nothing
+        return (TrialStarted, (_nothing,))
+
+
+def _nothing() -> None:
+    pass
+
+
 class ParquetWriter(Callback):
     """Writes each trial's row to trials.parquet and its epochs to history.parquet as it ends.
 
@@ -135,8 +180,11 @@ class ParquetWriter(Callback):
         self._write(trial, errored=True)
 
     def trial_row(self, trial, errored: bool) -> dict[str, Any]:
+        from tuner.timeouts import TIMED_OUT
+
         result = trial.last_result or {}
         config = self.space.resolve(trial.config)
+        errored = errored or trial.trial_id in TIMED_OUT
         row: dict[str, Any] = {
             "study": self.study,
             "kind": self.kind,
@@ -147,8 +195,9 @@ class ParquetWriter(Callback):
         }
         row.update({f"config/{k}": v for k, v in sorted(config.items())})
         row.update(self.metrics_of(result))
-        # A trial's own error arrives as its last result (tuner/trainable.py), Tune's as a file.
-        row["error"] = error_summary(trial) if errored else result.get("error")
+        # A trial's own error arrives as its last result (tuner/trainable.py), Tune's as a
+        # file; a trial that reported nothing or no objective gets that as its error.
+        row["error"] = failure_reason(trial, self.objectives, errored)
         # When the trial ended (UTC): orders trials for hypervolume-over-time plots.
         row["finished_at"] = pd.Timestamp.now(tz="UTC")
         # Where it ran: the node's IP as Tune reports it (the hostname when there is none).
@@ -191,11 +240,34 @@ class ProgressReporter(Callback):
         space: SearchSpace,
         search_seed: int | None,
         label: str = "",
+        at_a_time: int = 1,
     ):
         self.study_dir, self.total, self.objectives = Path(study_dir), total, objectives
         self.space, self.search_seed, self.label = space, search_seed, label
+        self.at_a_time = max(1, at_a_time)
         self.done = 0
         self.start = time.monotonic()
+        self.estimated = False
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        """Once per search, from the first epoch any trial reports: what the budget means in
+        time (so `epochs: 1e9` reads as years at the start, not after the first trial)."""
+        epochs = (trial.config or {}).get("epochs")
+        seconds = result.get("time_this_iter_s")
+        if self.estimated or result.get("epoch") != 1 or not isinstance(epochs, int | float):
+            return
+        if not isinstance(seconds, int | float):
+            return
+        self.estimated = True
+        per_trial = seconds * epochs
+        left = per_trial * max(self.total - self.done, 1) / self.at_a_time
+        print(
+            f"{self.label}estimate from the first epoch ({duration(seconds)}): a trial of "
+            f"{epochs:g} epochs ~{duration(per_trial)}, this search's {self.total} trials "
+            f"({self.at_a_time} at a time) ~{duration(left)}",
+            file=sys.stdout,
+            flush=True,
+        )
 
     def setup(self, **info):
         # Also runs when a study resumes: count what this search already finished.
@@ -212,7 +284,7 @@ class ProgressReporter(Callback):
             return int(trials["search_seed"].isna().sum())
         return int((trials["search_seed"] == self.search_seed).sum())
 
-    def _line(self, trial, status: str) -> None:
+    def _line(self, trial, status: str, errored: bool = False) -> None:
         self.done += 1
         elapsed = time.monotonic() - self.start
         done_here = self.done - getattr(self, "_done_at_start", 0)
@@ -223,9 +295,12 @@ class ProgressReporter(Callback):
         knobs = f"{method:<6} sparsity={_short(sparsity)}" if sparsity is not None else method
         objectives = " ".join(f"{m}={_short(result.get(m, math.nan))}" for m in self.objectives)
         width = len(str(self.total))
+        why = ""
+        if status == "failed":  # why, in the error's first line (the Parquet has it whole)
+            why = "  " + first_line(failure_reason(trial, self.objectives, errored))
         line = (
             f"{self.label}[{self.done:>{width}}/{self.total}] {status:<9} {knobs:<24} {objectives}"
-            f"  ({elapsed:.0f}s, ~{left:.0f}s left)"
+            f"  ({duration(elapsed)}, ~{duration(left)} left){why}"
         )
         print(line, file=sys.stdout, flush=True)  # sys.stdout at call time: Tune pickles us
         append_log(self.study_dir, line)  # what `run_study.py logs NAME` follows
@@ -234,7 +309,47 @@ class ProgressReporter(Callback):
         self._line(trial, trial_status(trial.last_result, self.objectives, errored=False))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trial, "failed")
+        self._line(trial, "failed", errored=True)
+
+
+def duration(seconds: float) -> str:
+    """45s, 12m, 3.5h, 41 days: a budget of 1e9 epochs reads as what it is."""
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f}h"
+    if seconds < 2 * 365 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    return f"{seconds / (365 * 86400):.3g} years"
+
+
+class RelayInterrupt(Callback):
+    """A signal that came while no search was running reaches the next one at its first step."""
+
+    def __init__(self, interrupts):
+        self.interrupts = interrupts
+        self.relayed = False
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.interrupts.requested and not self.relayed:
+            from tuner.interrupt import relay_to_tune
+
+            self.relayed = relay_to_tune()
+
+    def __getstate__(self):  # Tune pickles its callbacks with the experiment state
+        return {"relayed": self.relayed}
+
+    def __setstate__(self, state):
+        self.relayed = state["relayed"]
+        from tuner.interrupt import Interrupts
+
+        self.interrupts = Interrupts()
 
 
 class DriverRecord(Callback):

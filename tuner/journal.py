@@ -21,6 +21,14 @@ from typing import Any
 
 from contract.columns import JOURNAL, JOURNAL_STUDY, TUNE_TRIAL_ATTR
 
+# Where each search's journal is in this driver: a searcher Tune restores from its state holds
+# the path of the study's folder when it started, which a moved copy no longer is.
+_located: dict[str, str] = {}
+
+
+def locate_journal(study: str, search_seed, study_dir: str | Path) -> None:
+    _located[optuna_study_name(study, search_seed)] = str(journal_path(study_dir))
+
 
 def set_metric_names(study, names: list[str]) -> None:
     """Study.set_metric_names, without its ExperimentalWarning (stable since Optuna 3.2)."""
@@ -73,6 +81,7 @@ class JournalRecorder:
         if self._study is None:
             import optuna
 
+            self.path = _located.get(self.study_name, self.path)
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             study = optuna.create_study(
                 storage=open_journal(self.path),

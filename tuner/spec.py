@@ -19,6 +19,7 @@ from contract.errors import SpecError as SpecError  # re-exported
 from contract.metrics import METRICS
 from search_spaces import SearchSpace, SpaceError, load_space
 from trainables.config import FIELDS, check_value
+from tuner import strict_yaml
 
 KINDS = ("optimize", "random", "reproduction", "reevaluate", "evaluate")
 ALGORITHMS = ("nsga2", "tpe", "gp", "random", "lhs", "grid")
@@ -73,6 +74,8 @@ class StudySpec:
     layers: int = 2  # reevaluate: the first k non-dominated layers
     top: int = 10  # evaluate: the N most accurate layer-1 configs
     sparsities: list[float] = field(default_factory=list)
+    trial_timeout_s: float | None = None  # wall clock per trial; past it the trial fails
+    study_timeout_s: float | None = None  # wall clock per driver; past it the study pauses
     source: str = ""  # the YAML text after overrides, kept with the results
 
     @property
@@ -112,7 +115,10 @@ def apply_override(body: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise SpecError(f"--set {assignment!r}: expected key=value, e.g. --set trials=8")
     key, text = assignment.split("=", 1)
-    value = yaml.safe_load(text) if text else ""
+    try:
+        value = strict_yaml.load(text) if text else ""
+    except yaml.YAMLError as err:
+        raise SpecError(f"--set {assignment!r}: the value is not valid YAML ({err})") from None
     target = body
     parts = key.strip().split(".")
     for part in parts[:-1]:
@@ -140,6 +146,16 @@ def _positive_int(value: Any, where: str, minimum: int = 1) -> int:
     return value
 
 
+def _timeout(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise SpecError(
+            f"{where}={value!r}: expected seconds > 0 (e.g. {where}: 600), or leave it out"
+        )
+    return float(value)
+
+
 def check_trainable(path: str) -> str:
     """A custom trainable, 'package.module:function' or 'file.py:function': importable now,
     so a typo fails before Ray starts. File paths become absolute (workers run elsewhere)."""
@@ -156,9 +172,24 @@ def check_trainable(path: str) -> str:
     from tuner.imports import import_function
 
     try:
-        import_function(path)
+        function = import_function(path)
     except (ImportError, AttributeError, SyntaxError) as err:
         raise SpecError(f"trainable={path!r} cannot be imported: {err}") from None
+    except Exception as err:  # the module's own code raised while it was imported
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        if target.endswith(".py"):
+            where, see = target, f"python {target}"
+        else:
+            where, see = f"module {target}", f"python -c 'import {target}'"
+        raise SpecError(
+            f"trainable={path!r}: importing {where} raised {type(err).__name__}: {first} "
+            f"(fix that file; `{see}` shows the traceback)"
+        ) from None
+    if not callable(function):
+        raise SpecError(
+            f"trainable={path!r}: {name} is not a function (it is {repr(function)[:40]}); "
+            f"write `def {name}(config): ... ray.tune.report(metrics)`"
+        )
     return path
 
 
@@ -287,6 +318,8 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
         layers=_positive_int(body.get("layers", 2), "layers"),
         top=_positive_int(body.get("top", 10), "top"),
         sparsities=list(sparsities),
+        trial_timeout_s=_timeout(body.get("trial_timeout_s"), "trial_timeout_s"),
+        study_timeout_s=_timeout(body.get("study_timeout_s"), "study_timeout_s"),
         source=source,
     )
     if not builtin:
@@ -325,7 +358,12 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     if not path.is_file():
         raise SpecError(f"spec file {str(path)!r} not found (ready specs are in studies/)")
     try:
-        body = yaml.safe_load(path.read_text())
+        body = strict_yaml.load(path.read_text())
+    except strict_yaml.DuplicateKeyError as err:
+        raise SpecError(
+            f"{path}: duplicate key {err.key!r} at line {err.line} (first at line "
+            f"{err.first_line}); keep one of them"
+        ) from None
     except yaml.YAMLError as err:  # one line: where, and what the parser expected
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from contract.columns import (
+    DRIVER_LOG,
     GIT_COMMIT_KEY,
     HARDWARE_KEY,
     OBJECTIVES_KEY,
@@ -39,6 +41,10 @@ class StudyResult:
     trials: pd.DataFrame
     pareto: pd.DataFrame
     plot: Path | None
+    interrupted: bool = False  # the first SIGINT/SIGTERM stopped it; resume continues it
+    timed_out: bool = False  # study_timeout_s ended it; resume continues it
+    budget: int = 0  # trials the study's searches run in all
+    started: bool = True  # False: stopped before anything was written
 
 
 def provenance(spec: StudySpec) -> dict[str, str]:
@@ -347,20 +353,145 @@ def run_study(
     reuse_actors: bool = True,
     checkpoint_every_s: float | None = None,
     callbacks: list | None = None,
+    interrupts=None,
+    verbose: bool = True,
 ) -> StudyResult:
     """Run (or, with resume=True, continue) every search of the study, then the layers.
 
+    One driver per study: the study's lock (tuner.lock) is held from before anything is
+    written to the end. `interrupts` (tuner.interrupt.Interrupts, installed by the command
+    line) turns the first SIGINT/SIGTERM into a saved, resumable stop (`result.interrupted`).
+    `verbose=False` sends Ray's and Tune's chatter to the study's driver.log only.
     `reuse_actors`, `checkpoint_every_s` (None: `tuner.trainable.CHECKPOINT_EVERY_S`) and
     `callbacks` (more Tune callbacks, e.g. timers) are for benchmarks and tests."""
+    from tuner.lock import StudyLock
+    from tuner.quiet import RayLogRouting
+
+    lock = StudyLock(spec.storage, spec.name)
+    lock.check_free()  # refuse at once, before Ray starts, when another driver runs it
+    replaced = ReplacedStudy()
+    if interrupts is not None:  # a second Ctrl-C exits at once, but not before these
+        interrupts.before_exit(lock.release)
+        interrupts.before_exit(replaced.settle)
+    with RayLogRouting(verbose) as logs:
+        try:
+            return _run_study(
+                spec, lock, replaced, logs, overwrite=overwrite, resume=resume,
+                address=address, dashboard=dashboard, reuse_actors=reuse_actors,
+                checkpoint_every_s=checkpoint_every_s, callbacks=callbacks or [],
+                interrupts=interrupts,
+            )  # fmt: skip
+        finally:
+            replaced.settle()
+            lock.release()
+
+
+class ReplacedStudy:
+    """`--overwrite` of a finished study, atomically: the old folder is renamed aside (hidden,
+    beside it) when the new one is created, and deleted only once the new study has started
+    a trial; if the new one never starts, the old one is put back."""
+
+    def __init__(self):
+        self.study_dir: Path | None = None
+        self.aside: Path | None = None
+        self.started = False
+
+    def move_aside(self, study_dir: Path) -> None:
+        self.study_dir = study_dir
+        self.aside = study_dir.with_name(f".{study_dir.name}.replaced-{os.getpid()}")
+        shutil.rmtree(self.aside, ignore_errors=True)
+        os.replace(study_dir, self.aside)
+
+    def new_study_started(self) -> None:
+        self.started = True
+        if self.aside is not None:
+            shutil.rmtree(self.aside, ignore_errors=True)
+            self.aside = None
+
+    def settle(self) -> None:
+        if self.aside is None or not self.aside.exists():
+            return
+        if self.started or (self.study_dir / TRIALS).exists():
+            shutil.rmtree(self.aside, ignore_errors=True)
+        else:  # the new study never started: the old one comes back as it was
+            shutil.rmtree(self.study_dir, ignore_errors=True)
+            os.replace(self.aside, self.study_dir)
+        self.aside = None
+
+
+def check_resources(spec: StudySpec) -> None:
+    """Resources no node of the cluster can ever give one trial: refused before it starts."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    need = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
+    if any(all(node.get(k, 0) >= v for k, v in need.items() if v) for node in nodes):
+        return
+    have = (
+        "; ".join(f"{node.get('CPU', 0):g} cpu, {node.get('GPU', 0):g} gpu" for node in nodes)
+        or "no nodes"
+    )
+    raise ConfigError(
+        f"resources={{cpu: {spec.resources.cpu:g}, gpu: {spec.resources.gpu:g}}}: no node of "
+        f"the cluster can run one trial (its nodes have: {have}); lower resources.cpu/gpu "
+        "(--set resources.gpu=0), or join a cluster that has them (--address)"
+    )
+
+
+def budget(searches) -> int:
+    return sum(search.num_samples for search in searches)
+
+
+def check_resumable(study_dir: Path, searches) -> None:
+    """Damaged Parquet, or a trials table gone although Tune finished trials: refused before
+    Ray starts (a resume would otherwise run on with nothing, or fail after the start)."""
+    from ray import tune
+    from ray.tune import ExperimentAnalysis
+
+    from contract.errors import ResultsError
+    from results.integrity import DamagedFileError, check_study, what_to_do
+
+    try:
+        check_study(study_dir, required=())
+    except ResultsError as err:
+        raise ConfigError(str(err)) from None
+    if (study_dir / TRIALS).exists():
+        return
+    finished = 0
+    for search in searches:
+        experiment_dir = study_dir / search.label
+        if tune.Tuner.can_restore(str(experiment_dir)):
+            trials = ExperimentAnalysis(str(experiment_dir)).trials
+            finished += sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+    if finished:
+        err = DamagedFileError(
+            f"{study_dir / TRIALS} is missing although {finished} trials finished; "
+            + what_to_do(study_dir, TRIALS)
+        )
+        raise ConfigError(str(err))
+
+
+def _run_study(
+    spec: StudySpec, lock, replaced: ReplacedStudy, logs, *, overwrite: bool, resume: bool,
+    address: str | None, dashboard: bool, reuse_actors: bool,
+    checkpoint_every_s: float | None, callbacks: list, interrupts,
+) -> StudyResult:  # fmt: skip
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
     from trainables.datasets import load_dataset
-    from tuner.callbacks import DriverRecord, ParquetWriter, ProgressReporter
-    from tuner.journal import attach_journal, reconcile_with_tune
+    from tuner.callbacks import (
+        DriverRecord,
+        ParquetWriter,
+        ProgressReporter,
+        RelayInterrupt,
+        TrialStarted,
+    )
+    from tuner.journal import attach_journal, locate_journal, reconcile_with_tune
     from tuner.kinds import plan_searches
     from tuner.monitoring import StudyMetrics
     from tuner.storage import UploadStudyFiles, staged_spec, study_uri, upload_study_files
+    from tuner.timeouts import StudyDeadline, TrialTimeout
 
     for name, value in TUNE_ENV.items():  # read when a Tuner runs; the user's values win
         os.environ.setdefault(name, value)
@@ -372,6 +503,9 @@ def run_study(
     if not resume:
         check_study_dir(spec, overwrite)
     searches = plan_searches(spec)  # reads the `from` studies: fails before Ray starts
+    total = budget(searches)
+    if resume:
+        check_resumable(spec.study_dir.resolve(), searches)
     # Loaded once by the driver, before anything is written or Ray starts (a missing dataset
     # stops the study here, with one message), then shared with every trial through the
     # object store.
@@ -380,15 +514,39 @@ def run_study(
         dataset, data_dir = shared_dataset(spec, searches)
         data = load_dataset(dataset, data_dir) if dataset else None
     # Ray first: an unreachable --address or a missing token leaves no study folder behind.
-    dashboard_url = init_ray(address, dashboard)
-    study_dir = spec.study_dir.resolve() if resume else prepare_study_dir(spec, overwrite)
+    try:
+        with interrupts.around_ray_start() if interrupts else contextlib.nullcontext():
+            dashboard_url = init_ray(address, dashboard)
+    except Exception:
+        # a signal to the whole process group also reaches the Ray processes being started
+        # (they block SIGINT only): a start that fails then is the interruption, not an error
+        if interrupts is None or not interrupts.requested:
+            raise
+    if interrupts is not None and interrupts.requested:  # Ctrl-C during Ray's start-up
+        return StudyResult(spec.study_dir, pd.DataFrame(), pd.DataFrame(), None,
+                           interrupted=True, budget=total, started=False)  # fmt: skip
+    check_resources(spec)
+    lock.acquire()  # before anything of the study is written
+    if not resume:
+        check_study_dir(spec, overwrite)  # again: another driver may have ended meanwhile
+        if overwrite and spec.study_dir.exists():
+            replaced.move_aside(spec.study_dir.resolve())
+    study_dir = spec.study_dir.resolve() if resume else prepare_study_dir(spec, False)
+    logs.attach(study_dir / DRIVER_LOG)
     metadata = provenance(spec)
     objectives = list(spec.objectives)
     if dashboard_url:
         print(f"Ray dashboard: {dashboard_url}", flush=True)
     max_concurrent = spec.max_concurrent or default_max_concurrent(spec)
-    budget = sum(search.num_samples for search in searches)  # for `status`: done of how many
+    deadline = StudyDeadline(spec.study_timeout_s)
+    stopped = None
     for i, search in enumerate(searches):
+        if interrupts is not None and interrupts.requested:
+            stopped = "interrupted"
+            break
+        if deadline.passed():
+            stopped = "timeout"
+            break
         experiment_dir = f"{uri}/{search.label}" if uri else str(study_dir / search.label)
         what = spec.kind
         if search.search_seed is not None:
@@ -399,6 +557,41 @@ def run_study(
             flush=True,
         )
         trainable = _trainable(spec, search.space, data, checkpoint_every_s)
+        label = f"seed {search.search_seed} " if len(searches) > 1 else ""
+        study_callbacks = [
+            TrialStarted(replaced.new_study_started),
+            *([RelayInterrupt(interrupts)] if interrupts is not None else []),
+            *([TrialTimeout(spec.trial_timeout_s)] if spec.trial_timeout_s else []),
+            *([deadline] if spec.study_timeout_s else []),
+            # Tune's result.json (resume and the tests read it), explicit so that
+            # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1 drops only the CSV and TensorBoard loggers
+            JsonLoggerCallback(),
+            ParquetWriter(
+                study_dir,
+                spec.name,
+                spec.kind,
+                search.search_seed,
+                search.space,
+                objectives,
+                metadata,
+                _metric_names(spec),
+            ),  # fmt: skip
+            ProgressReporter(
+                study_dir,
+                search.num_samples,
+                objectives,
+                search.space,
+                search.search_seed,
+                label,
+                at_a_time=max_concurrent,
+            ),
+            StudyMetrics(spec.name, spec.objectives),  # dashboard metrics
+            DriverRecord(study_dir, spec.name, total, search.num_samples, i == len(searches) - 1),
+            *([UploadStudyFiles(study_dir, uri)] if uri else []),
+            *callbacks,
+        ]
+        # the journal is where the study is now (a restored searcher holds the old path)
+        locate_journal(spec.name, search.search_seed, study_dir)
         if resume and tune.Tuner.can_restore(experiment_dir):
             dropped = reconcile_with_experiment(study_dir, experiment_dir, search.search_seed)
             if dropped:
@@ -407,11 +600,13 @@ def run_study(
             tuner = tune.Tuner.restore(
                 experiment_dir, trainable, resume_unfinished=True, resume_errored=False
             )
+            # Tune restores the callbacks it pickled, which write where the study was when
+            # it started: this driver's own write where the study is now (a moved copy).
+            tuner._local_tuner.get_run_config().callbacks = study_callbacks
         else:
             attach_journal(
                 search.searcher, study_dir, spec.name, search.search_seed, spec.objectives
             )
-            label = f"seed {search.search_seed} " if len(searches) > 1 else ""
             tuner = tune.Tuner(
                 trainable,
                 param_space=search.param_space,
@@ -425,36 +620,7 @@ def run_study(
                     name=search.label,
                     storage_path=uri or str(study_dir),
                     verbose=0,
-                    callbacks=[
-                        # Tune's result.json (resume and the tests read it), explicit so that
-                        # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1 drops only the CSV and
-                        # TensorBoard loggers
-                        JsonLoggerCallback(),
-                        ParquetWriter(
-                            study_dir,
-                            spec.name,
-                            spec.kind,
-                            search.search_seed,
-                            search.space,
-                            objectives,
-                            metadata,
-                            _metric_names(spec),
-                        ),  # fmt: skip
-                        ProgressReporter(
-                            study_dir,
-                            search.num_samples,
-                            objectives,
-                            search.space,
-                            search.search_seed,
-                            label,
-                        ),  # fmt: skip
-                        StudyMetrics(spec.name, spec.objectives),  # dashboard metrics
-                        DriverRecord(
-                            study_dir, spec.name, budget, search.num_samples, i == len(searches) - 1
-                        ),
-                        *([UploadStudyFiles(study_dir, uri)] if uri else []),
-                        *(callbacks or []),
-                    ],
+                    callbacks=study_callbacks,
                     # Worker or node deaths restart the trial from its last checkpoint.
                     failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
                     # The latest checkpoint per trial (Tune then snapshots its experiment
@@ -463,12 +629,25 @@ def run_study(
                 ),
             )
         tuner.fit()
+        if interrupts is not None and interrupts.requested:
+            stopped = "interrupted"
+            break
+        if deadline.fired:
+            stopped = "timeout"
+            break
+    if stopped:
+        if uri:
+            upload_study_files(study_dir, uri)
+        trials = read_table(study_dir / TRIALS) if (study_dir / TRIALS).exists() else None
+        return StudyResult(study_dir, trials if trials is not None else pd.DataFrame(),
+                           pd.DataFrame(), None, interrupted=stopped == "interrupted",
+                           timed_out=stopped == "timeout", budget=total)  # fmt: skip
     trials, pareto, plot = compute_pareto(study_dir, spec.objectives, title=spec.name)
     if spec.kind in ("reproduction", "reevaluate", "evaluate") and len(trials):
         write_summary(study_dir, trials, spec.objectives)
     if uri:
         upload_study_files(study_dir, uri)
-    return StudyResult(study_dir, trials, pareto, plot)
+    return StudyResult(study_dir, trials, pareto, plot, budget=total)
 
 
 SUMMARY = "summary.parquet"
@@ -487,7 +666,9 @@ def write_summary(study_dir: Path, trials: pd.DataFrame, objectives: dict[str, s
 
 
 def load_study_spec(name: str, storage: str = "runs") -> StudySpec:
-    """The spec a study ran with (its spec.yaml), for resume."""
+    """The spec a study ran with (its spec.yaml), for resume, placed where the study is now:
+    `storage`/`name`, whatever its spec.yaml says (a moved or copied study resumes in place
+    and never writes to where it was)."""
     import yaml
 
     from results.remote import is_uri, read_text
@@ -504,4 +685,7 @@ def load_study_spec(name: str, storage: str = "runs") -> StudySpec:
         if not Path(path).is_file():
             raise missing
         source = Path(path).read_text()
-    return parse_spec(yaml.safe_load(source), source=source)
+    body = yaml.safe_load(source)
+    if isinstance(body, dict):
+        body["storage"], body["name"] = str(storage), name
+    return parse_spec(body, source=yaml.safe_dump(body, sort_keys=False))
