@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from contract.columns import GIT_COMMIT_KEY, HARDWARE_KEY, VERSIONS_KEY
+from contract.columns import COMPLETED, GIT_COMMIT_KEY, HARDWARE_KEY, STOPPED, VERSIONS_KEY
 from results.aggregate import CONFIG_ID, aggregate_over_seeds, with_config_id
 from results.hypervolume import MAX_EXACT_OBJECTIVES, hypervolume_history, reference_point
 from results.pareto import LAYER_COLUMN, with_layers
@@ -150,12 +150,19 @@ def plot_hypervolume_history(history: pd.DataFrame, path: str | Path, title: str
     ax = figure.subplots()
     ax.step(history["trial"], history["hypervolume_fraction"], where="post", color=FRONT_COLOR)
     if "status" in history.columns:
-        failed = history[history["status"] != "completed"]
+        failed = history[~history["status"].isin([COMPLETED, STOPPED])]
+        stopped = history[history["status"] == STOPPED]
+        if len(stopped):
+            ax.scatter(
+                stopped["trial"], stopped["hypervolume_fraction"], marker="|", color="grey",
+                label="stopped early (not ranked)", zorder=2,
+            )  # fmt: skip
         if len(failed):
             ax.scatter(
                 failed["trial"], failed["hypervolume_fraction"], marker="x", color="black",
                 label="failed / diverged trial", zorder=3,
             )  # fmt: skip
+        if len(failed) or len(stopped):
             ax.legend(loc="lower right", fontsize="small")
     ax.set_xlabel("trials, in completion order")
     ax.set_ylabel("hypervolume / box volume")
@@ -163,6 +170,30 @@ def plot_hypervolume_history(history: pd.DataFrame, path: str | Path, title: str
     if title:
         ax.set_title(title)
     return save_png(figure, path)
+
+
+def stopped_section(trials: pd.DataFrame, objectives: dict[str, str]) -> list[str]:
+    """Markdown lines on the trials an early-stopping scheduler stopped (none: no lines).
+
+    They are kept apart: not ranked, not in the hypervolume (their `train_flops` is small only
+    because they stopped). Per epoch reached: how many, and their best first objective then.
+    """
+    if "status" not in trials or not (trials["status"] == STOPPED).any():
+        return []
+    stopped = trials[trials["status"] == STOPPED]
+    first, mode = next(iter(objectives.items()))
+    md = ["", "## Stopped early", ""]
+    md.append(
+        f"{len(stopped)} of {len(trials)} trials were stopped by the scheduler before their "
+        "full budget: kept in the Parquet with their history, never ranked or counted in the "
+        "hypervolume."
+    )
+    if "epoch" in stopped and first in stopped:
+        best = "min" if mode == "min" else "max"
+        table = stopped.groupby("epoch")[first].agg(["count", best]).reset_index()
+        table.columns = ["epoch reached", "trials", f"{best} {first}"]
+        md += ["", format_markdown_table(table, list(table.columns))]
+    return md
 
 
 def _provenance_lines(metadata: dict[str, str]) -> list[str]:
@@ -224,6 +255,8 @@ def write_report(
     sizes = ranked[LAYER_COLUMN].value_counts().sort_index()
     if len(sizes):
         md += ["", "Trials per layer: " + ", ".join(f"{k}: {v}" for k, v in sizes.items()) + "."]
+
+    md += stopped_section(trials, objectives)
 
     md += ["", "## Hypervolume", ""]
     history = None

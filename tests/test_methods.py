@@ -18,7 +18,7 @@ from trainables.sparsity.hypersparse import (
     hypersparse_loss,
     hypersparse_scale,
 )
-from trainables.sparsity.swat import SwatLinear
+from trainables.sparsity.swat import SwatLinear, swat_keep_count
 
 SPARSE = [name for name, m in METHODS.items() if m.sparse]
 
@@ -89,11 +89,11 @@ def run(model, training, optimizer, steps: int, on_backward=None, on_step=None):
         (loss if penalty is None else loss + penalty).backward()
         before = {n: m.clone() for n, m in training.masks.items()}
         skip = training.after_backward(step, optimizer)
-        if on_backward is not None:
-            on_backward(step, before)
         if not skip:
             optimizer.step()
-        training.after_step()
+        training.after_step()  # SET rewires here, after the optimizer step
+        if on_backward is not None:
+            on_backward(step, before)
         if on_step is not None:
             on_step(step)
         if (step + 1) % 4 == 0:
@@ -139,6 +139,11 @@ def test_layer_counts_exact_after_every_update(method, distribution):
                 assert sum(counts(training).values()) == round(0.2 * training.total_params())
             else:
                 assert training.density() == 1.0
+        elif method == "swat":  # drop.py's k = ceil(density * numel)
+            shapes = {n: w.numel() for n, w in training.weights.items()}
+            assert counts(training) == {
+                n: swat_keep_count(training.densities[n], numel) for n, numel in shapes.items()
+            }, step
         else:
             assert counts(training) == expected, step
         if method != "swat":  # swat keeps its dense weights; the forward masks them
@@ -156,23 +161,27 @@ def test_grown_weights_are_zero_and_drop_count_follows_cosine(method, knobs):
     updates = []
 
     def check(step, before):
-        if not training.is_update_step(step):
+        if training.last_update_step != step:  # not an update step
             assert all(torch.equal(before[n], m) for n, m in training.masks.items())
             return
         for name, mask in training.masks.items():
             grown = mask & ~before[name]
             dropped = before[name] & ~mask
             assert torch.all(training.weights[name][grown] == 0), (step, name)
-            assert int(grown.sum()) == int(dropped.sum())
+            if knobs.get("grow_criterion") != "momentum":  # SNFS moves counts across layers
+                assert int(grown.sum()) == int(dropped.sum())
             fraction = training.drop_fraction_at(step)
             if knobs.get("set_sign_split"):
                 continue  # rounded per sign: checked in its own test
             # dropped-and-regrown positions count as kept, so at most the scheduled number
-            assert int(dropped.sum()) <= round(fraction * int(before[name].sum()))
+            # (SNFS redistributes across layers: its count is checked by its own test)
+            if knobs.get("grow_criterion") != "momentum":
+                assert int(dropped.sum()) <= int(fraction * int(before[name].sum()))
         updates.append(step)
 
     run(model, training, optimizer, 24, on_backward=check)
-    assert updates == [2, 4, 6, 8, 10, 12, 14, 16]  # update_end 0.75 of 24 steps: none from 18
+    # rigl's schedule: from step 0, every 2 steps, to end_step = 0.75 * 24 inclusive
+    assert updates == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
 
 
 @pytest.mark.parametrize(("method", "knobs"), DYNAMIC_SETTINGS, ids=IDS)
@@ -210,10 +219,11 @@ def test_drop_count_equals_schedule_when_no_regrowth_of_dropped():
     with torch.no_grad():
         model[0].weight.copy_(torch.tensor([[0.4, -0.1, 0.3, 0.2, 0, 0, 0, 0]]))
     model[0].weight.grad = torch.tensor([[0.0, 0, 0, 0, 5, 1, 3, 2]])
+    training.last_update_step = 0
     training.after_backward(1, torch.optim.SGD(model.parameters(), lr=0.1))
-    # fraction at step 1 of 6: 0.25 * (1 + cos(pi/6)) = 0.4665 -> round(1.87) = 2 dropped
+    # fraction at step 1 of 6: 0.25 * (1 + cos(pi/6)) = 0.4665 -> int(1.87) = 1 dropped (rigl)
     assert training.masks["0.weight"].view(-1).tolist() == [
-        True, False, True, False, True, False, True, False
+        True, False, True, True, True, False, False, False
     ]  # fmt: skip
 
 
@@ -224,7 +234,7 @@ def test_rigl_grows_exactly_the_top_gradient_inactive_positions():
     model = nn.Sequential(nn.Linear(6, 2, bias=False))
     training = create_sparse_training(
         model, method="rigl", sparsity=0.5, update_interval=1, drop_fraction=0.5,
-        total_steps=100, input_shape=(6,),
+        total_steps=100, input_shape=(6,), count_rounding="round",
     )  # fmt: skip
     mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)
     training.masks["0.weight"].copy_(mask)
@@ -232,7 +242,7 @@ def test_rigl_grows_exactly_the_top_gradient_inactive_positions():
         model[0].weight.copy_(torch.tensor([[0.9, 0.1, 0.5, 0, 0, 0], [-0.8, 0.2, -0.05, 0, 0, 0]]))
     model[0].weight.grad = torch.tensor([[0, 0, 0, 0.3, 4.0, -0.1], [0, 0, 0, -7.0, 0.2, 0.6]])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    assert round(training.drop_fraction_at(1) * 6) == 3
+    assert round(training.drop_fraction_at(1) * 6) == 3  # int() would give 2
     skip = training.after_backward(1, optimizer)
     # drop the 3 smallest |w| (0.1, 0.05, 0.2); grow the 3 largest |grad| among the inactive
     # (-7.0, 4.0, 0.6); grown weights start at 0
@@ -272,7 +282,7 @@ def test_prune_regrow_momentum_grows_by_dense_momentum():
     grown_any = []
 
     def check(step, before):
-        if training.is_update_step(step):
+        if training.last_update_step == step:
             for name, mask in training.masks.items():
                 grown = mask & ~before[name]
                 if grown.any():
@@ -389,7 +399,7 @@ def test_swat_weight_gradient_uses_the_sparse_activations_by_hand():
     mask = torch.tensor([[False, True, False], [True, False, True]])  # top-3 |w|
     # top-3 |x| of the batch: -4, 3, -2
     x_sparse = torch.tensor([[0.0, -4.0, 0.0], [3.0, 0.0, -2.0]])
-    out = SwatLinear.apply(x, weight, bias, mask, x_sparse)
+    out = SwatLinear.apply(x, weight, bias, weight.detach() * mask, x_sparse)
     # forward with the sparse weights and the dense input
     w_s = torch.tensor([[0.0, -2.0, 0.0], [1.5, 0.0, -0.7]])
     assert torch.allclose(out, x.detach() @ w_s.T)
@@ -467,29 +477,34 @@ def test_art_schedule_lambda_check_and_prune():
     model, training, optimizer = make(
         "hypersparse", lambda_init=1e-3, eta=2.0, warmup_epochs=2, update_end=1.0
     )
-    assert training.loss_penalty() is None  # warm-up: dense, unregularized
+    assert training.penalty_value() is None  # warm-up: dense, unregularized
     training.epoch = 2
     assert training.lambda_at(2) == pytest.approx(1e-3)
     assert training.lambda_at(4) == pytest.approx(4e-3)
-    penalty = training.loss_penalty()
+    assert training.loss_penalty() is None  # the gradient is added in closed form instead
+    penalty = training.penalty_value()
     weights = [training.weights[n] for n in training.regularized]
     assert penalty.item() == pytest.approx(1e-3 * hypersparse_loss(weights, 0.8).item(), abs=1e-9)
-    # a check that passes prunes at once, to the global magnitude top 20%
-    x, y = torch.randn(10, 16), torch.randint(0, 8, (10,))
+    # a check that passes prunes at once, as mag_prune: keep |w| > sorted |w|[floor(0.8 n)]
+    x = torch.randn(10, 16)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)  # labels the pruned copy can partly get right (acc > 0)
     data = SimpleNamespace(x_train=x, y_train=y)
-    trainer = SimpleNamespace(model=model, optimizer=optimizer, data=data, train_accuracy=0.0)
+    trainer = SimpleNamespace(model=model, optimizer=optimizer, data=data, train_accuracy=-1.0)
     magnitudes = torch.cat([w.detach().abs().reshape(-1) for w in training.weights.values()])
-    threshold = magnitudes.topk(round(0.2 * magnitudes.numel())).values[-1]
-    expected = {n: w.detach().abs() >= threshold for n, w in training.weights.items()}
+    n = magnitudes.numel()
+    threshold = magnitudes.sort().values[math.floor(0.8 * n)]
+    expected = {name: w.detach().abs() > threshold for name, w in training.weights.items()}
     flops = training.on_epoch_end(trainer)
     assert training.pruned and training.epoch == 3
     for name, weight in training.weights.items():
         assert torch.equal(training.masks[name], expected[name])
         assert torch.all(weight[~training.masks[name]] == 0)
-    assert training.nonzero_params() == round(0.2 * training.total_params())
+    assert training.nonzero_params() == n - math.floor(0.8 * n) - 1
     # the check pass: one pruned forward per training sample
     assert flops == 10 * training.sparse_forward_flops()
-    assert training.loss_penalty() is None  # fine-tuning: no regularization
+    assert training.penalty_value() is None  # fine-tuning: no regularization
+    assert optimizer.state == {}  # a fresh optimizer for the fine-tuning (art_restart)
 
 
 def test_art_prunes_at_prune_epoch_when_the_check_never_passes():
@@ -503,10 +518,12 @@ def test_art_prunes_at_prune_epoch_when_the_check_never_passes():
 
 @pytest.mark.parametrize("regularizer", ["l1", "l2"])
 def test_art_baseline_regularizers(regularizer):
-    _, training, _ = make("hypersparse", regularizer=regularizer, warmup_epochs=0)
+    _, training, _ = make(
+        "hypersparse", regularizer=regularizer, warmup_epochs=0, lambda_init=1e-4, eta=2.0
+    )
     weights = [training.weights[n] for n in training.regularized]
     expected = sum((w.abs() if regularizer == "l1" else w.square()).sum() for w in weights)
-    assert training.loss_penalty().item() == pytest.approx(1e-4 * expected.item(), rel=1e-5)
+    assert training.penalty_value().item() == pytest.approx(1e-4 * expected.item(), rel=1e-5)
 
 
 # --- knobs, errors, resume --------------------------------------------------------------------

@@ -253,8 +253,8 @@ def test_rigl_grows_top_gradient_positions_at_zero_with_reset_momentum():
     )
     weight, mask = training.weights["0.weight"], training.masks["0.weight"]
     old_mask = mask.clone()
-    n_update = round(training.drop_fraction_at(1) * 32)
-    assert n_update == 8
+    n_update = int(training.drop_fraction_at(1) * 32)  # rigl's int() cast: 7.99... -> 7
+    assert n_update == 7
 
     # by hand: distinct magnitudes and gradients, every position with a known rank; inactive
     # weights nonzero too, so that only the update itself can make grown weights 0
@@ -292,7 +292,7 @@ def test_rigl_grows_top_gradient_positions_at_zero_with_reset_momentum():
 def test_mask_update_resets_adam_state_but_not_its_step():
     model = nn.Sequential(nn.Linear(8, 8))
     training = create_sparse_training(
-        model, method="set", sparsity=0.5, update_interval=1, update_end=1.0, total_steps=100
+        model, method="rigl", sparsity=0.5, update_interval=1, update_end=1.0, total_steps=100
     )
     optimizer = torch.optim.Adam(model.parameters())
     x = torch.randn(4, 8)
@@ -313,23 +313,33 @@ def test_mask_update_resets_adam_state_but_not_its_step():
 
 
 def test_skip_weight_update_only_on_update_steps_and_when_asked():
-    def make(skip):
-        return create_sparse_training(
-            mlp(),
-            method="set",
+    def make(skip, method="rigl"):
+        model = mlp()
+        training = create_sparse_training(
+            model,
+            method=method,
             sparsity=0.5,
             update_interval=5,
             total_steps=100,
             skip_weight_update_on_mask_update=skip,
         )
+        model(torch.randn(4, 64)).sum().backward()
+        return training, torch.optim.SGD(training.weights.values(), lr=0.1)
 
-    training = make(True)
-    optimizer = torch.optim.SGD(training.weights.values(), lr=0.1)
+    training, optimizer = make(True)
+    assert training.after_backward(0, optimizer) is True  # rigl updates at step 0
+    assert training.after_backward(0, optimizer) is False  # the same step again: no update
+    assert training.after_backward(4, optimizer) is False
     assert training.after_backward(5, optimizer) is True
-    assert training.after_backward(6, optimizer) is False
-    training = make(False)
-    optimizer = torch.optim.SGD(training.weights.values(), lr=0.1)
-    assert training.after_backward(5, optimizer) is False
+    training, optimizer = make(False)
+    assert training.after_backward(0, optimizer) is False
+    # SET never skips: it steps, then rewires in after_step
+    training, optimizer = make(True, method="set")
+    before = {n: m.clone() for n, m in training.masks.items()}
+    assert training.after_backward(0, optimizer) is False
+    assert all(torch.equal(before[n], m) for n, m in training.masks.items())
+    training.after_step()
+    assert any(not torch.equal(before[n], m) for n, m in training.masks.items())
 
 
 def test_schedule_cosine_drop_fraction_and_no_updates_from_update_end():
@@ -347,9 +357,13 @@ def test_schedule_cosine_drop_fraction_and_no_updates_from_update_end():
         assert training.drop_fraction_at(step) == pytest.approx(expected)
     assert training.drop_fraction_at(0) == pytest.approx(0.3)
     assert training.drop_fraction_at(150) == 0.0
-    updates = [step for step in range(200) if training.is_update_step(step)]
-    assert updates == list(range(10, 150, 10))
-    assert [s for s in range(200) if training.dense_gradient_step(s)] == updates
+    updates = []
+    for step in range(200):
+        assert training.dense_gradient_step(step) == training.is_update_step(step)
+        if training.is_update_step(step):
+            updates.append(step)
+            training.last_update_step = step  # what after_backward records
+    assert updates == list(range(0, 151, 10))  # rigl: from step 0 to end_step inclusive
 
 
 def test_static_mask_never_changes_and_dense_keeps_all_weights():

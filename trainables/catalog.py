@@ -2,7 +2,7 @@
 
 A study spec is validated before torch loads (a typo should cost milliseconds, not the
 seconds torch's import takes), so the validator needs the registries' names without their
-modules. These tuples are those names; `tests/test_catalog.py` checks each one equals its
+modules. These tuples are those names; `tests/test_first_contact.py` checks each one equals its
 registry's keys, so they cannot drift. Once a registry's module is imported (in a worker, or
 when a test registers a component of its own) the live registry is used instead.
 """

@@ -108,7 +108,23 @@ FIELDS: dict[str, Field] = {
         "steps", str, "unit of update_interval: steps | epochs", choices=("steps", "epochs")
     ),
     "skip_weight_update_on_mask_update": Field(
-        True, bool, "skip the optimizer step on a mask-update step (rigl's reference)"
+        True,
+        bool,
+        "rigl, prune_regrow: skip the optimizer step on a mask-update step (rigl's reference); "
+        "set always steps, then rewires",
+    ),
+    "count_rounding": Field(
+        "floor",
+        str,
+        "set, rigl, prune_regrow: drop count int(n * fraction) (floor, rigl's) or round",
+        choices=("floor", "round"),
+    ),
+    "redistribution": Field(
+        "momentum",
+        str,
+        "prune_regrow with grow_criterion momentum (SNFS): regrowth redistributed across "
+        "layers by mean momentum (momentum, sparse_learning's) or kept per layer (none)",
+        choices=("momentum", "none"),
     ),
     "set_sign_split": Field(
         False, bool, "set: drop positive and negative weights separately (Mocanu et al.)"
@@ -141,11 +157,30 @@ FIELDS: dict[str, Field] = {
         high_open=True,
     ),
     "topk_period": Field(1, int, "swat: steps between exact top-K (thresholds reused)", low=1),
-    "warmup_epochs": Field(1, int, "hypersparse: dense epochs before regularization", low=0),
-    "lambda_init": Field(
-        1e-4, float, "hypersparse: initial regularization weight", low=0.0, low_open=True
+    "warmup_epochs": Field(
+        60, int, "hypersparse: dense epochs before regularization (reference 60)", low=0
     ),
-    "eta": Field(2.0, float, "hypersparse: regularization growth per epoch (>= 1)", low=1.0),
+    "lambda_init": Field(
+        5e-6,
+        float,
+        "hypersparse: initial regularization weight (reference 5e-6; short runs: ~1e-4)",
+        low=0.0,
+        low_open=True,
+    ),
+    "eta": Field(
+        1.05,
+        float,
+        "hypersparse: regularization growth per epoch, >= 1 (reference 1.05; short runs: ~2)",
+        low=1.0,
+    ),
+    "art_buffer": Field(
+        1, int, "hypersparse: ART averages 2 * art_buffer + 1 epochs' pruned accuracy", low=0
+    ),
+    "art_restart": Field(
+        True,
+        bool,
+        "hypersparse: fine-tune with a fresh optimizer state and a restarted lr schedule",
+    ),
     "regularizer": Field(
         "hypersparse",
         str,

@@ -30,7 +30,7 @@ SPARSE_KNOBS = (
     "pattern", "block_size", "nm_n", "nm_m", "dense_first_last", "update_unit",
     "skip_weight_update_on_mask_update", "set_sign_split", "drop_criterion", "grow_criterion",
     "regrowth_rate", "initial_sparsity", "topk_period", "warmup_epochs", "lambda_init", "eta",
-    "regularizer",
+    "regularizer", "count_rounding", "redistribution", "art_buffer", "art_restart",
 )  # fmt: skip
 
 
@@ -138,8 +138,11 @@ class Trainer:
         return self.sparse.sparse_forward_flops()  # from the current masks
 
     def lr_at(self, step: int) -> float:
-        # Cosine decay to zero over the whole run.
-        return self.config["lr"] * 0.5 * (1 + math.cos(math.pi * step / self.total_steps))
+        # Cosine decay to zero over the whole run, or over the rest of it from the step where
+        # the method restarts the schedule (ART's fine-tuning).
+        start = self.sparse.lr_restart_step or 0
+        span = max(self.total_steps - start, 1)
+        return self.config["lr"] * 0.5 * (1 + math.cos(math.pi * min(step - start, span) / span))
 
     def train_epoch(self) -> float:
         self.model.train()
@@ -164,7 +167,10 @@ class Trainer:
             self.sparse.after_step()
             self.train_flops += len(y) * step_flops
             correct += (logits.detach().argmax(dim=1) == y).sum()
-            self.step += 1
+            # `step` counts optimizer steps (rigl's global_step): a batch whose optimizer step
+            # the method skipped (a RigL mask update) does not advance it.
+            if not skip_step:
+                self.step += 1
             loss_value = loss.detach()
             total_loss += loss_value
             batches += 1

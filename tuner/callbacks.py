@@ -14,11 +14,13 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
+from contract.columns import COMPLETED, STOPPED
 from results.parquet import HISTORY, TRIALS, upsert_rows
 from results.status import read_driver, write_driver
 from search_spaces import SearchSpace
 from tuner.lifecycle import append_log, trial_count
-from tuner.searchers import objective_values
+from tuner.schedulers import result_epoch
+from tuner.searchers import objective_values, stopped_early
 
 # What Tune adds to every result: bookkeeping, not metrics of the trial.
 TUNE_RESULT_KEYS = {
@@ -29,8 +31,12 @@ TUNE_RESULT_KEYS = {
 }  # fmt: skip
 
 
-def trial_status(result: dict[str, Any] | None, objectives: list[str], errored: bool) -> str:
-    """completed | diverged | failed, from how the trial ended and what it reported last."""
+def trial_status(
+    result: dict[str, Any] | None, objectives: list[str], errored: bool, budget: int | None = None
+) -> str:
+    """completed | stopped | diverged | failed, from how the trial ended and what it reported
+    last. `stopped`: its objectives are fine but it ended short of `budget` epochs (an early-
+    stopping scheduler stopped it; `budget` is None without one)."""
     if errored:
         return "failed"
     if not result:
@@ -42,7 +48,9 @@ def trial_status(result: dict[str, Any] | None, objectives: list[str], errored: 
         return "failed"
     if objective_values(result, objectives) is None:  # NaN or inf
         return "diverged"
-    return "completed"
+    if stopped_early(result, budget):
+        return STOPPED
+    return COMPLETED
 
 
 def error_summary(trial) -> str | None:
@@ -116,8 +124,10 @@ class ParquetWriter(Callback):
         objectives: list[str],
         metadata: dict[str, str],
         metric_names: list[str] | None = None,
+        budget: int | None = None,
     ):
         self.study_dir = Path(study_dir)
+        self.budget = budget  # full-budget epochs under early stopping (status `stopped`)
         self.study, self.kind, self.search_seed = study, kind, search_seed
         self.space = space
         self.objectives = objectives
@@ -144,6 +154,8 @@ class ParquetWriter(Callback):
         # checkpoint: a repeated epoch replaces what the lost attempt reported from there on,
         # so history holds every epoch once.
         step = result.get("epoch", result.get("training_iteration"))
+        if self.budget is not None and "epoch" not in row and isinstance(step, int):
+            row["epoch"] = step  # early stopping: the epoch reached, for any trainable
         if trial.trial_id not in self._history and isinstance(step, int) and step > 1:
             # A trial resumed from its checkpoint after the driver died: its earlier epochs
             # are in Tune's result.json from the previous driver.
@@ -189,12 +201,14 @@ class ParquetWriter(Callback):
             "study": self.study,
             "kind": self.kind,
             "trial_id": trial.trial_id,
-            "status": trial_status(result, self.objectives, errored),
+            "status": trial_status(result, self.objectives, errored, self.budget),
             "search_seed": self.search_seed,
             "seed": config.get("seed"),
         }
         row.update({f"config/{k}": v for k, v in sorted(config.items())})
         row.update(self.metrics_of(result))
+        if self.budget is not None and row.get("epoch") is None:
+            row["epoch"] = result_epoch(result)  # where a stopped trial stopped, for any trainable
         # A trial's own error arrives as its last result (tuner/trainable.py), Tune's as a
         # file; a trial that reported nothing or no objective gets that as its error.
         row["error"] = failure_reason(trial, self.objectives, errored)
@@ -241,8 +255,10 @@ class ProgressReporter(Callback):
         search_seed: int | None,
         label: str = "",
         at_a_time: int = 1,
+        budget: int | None = None,
     ):
         self.study_dir, self.total, self.objectives = Path(study_dir), total, objectives
+        self.budget = budget
         self.space, self.search_seed, self.label = space, search_seed, label
         self.at_a_time = max(1, at_a_time)
         self.done = 0
@@ -306,7 +322,10 @@ class ProgressReporter(Callback):
         append_log(self.study_dir, line)  # what `run_study.py logs NAME` follows
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._line(trial, trial_status(trial.last_result, self.objectives, errored=False))
+        status = trial_status(trial.last_result, self.objectives, False, self.budget)
+        if status == STOPPED:  # the epoch it reached
+            status = f"{status}@{(trial.last_result or {}).get('epoch', '?')}"
+        self._line(trial, status)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._line(trial, "failed", errored=True)

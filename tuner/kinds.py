@@ -87,7 +87,10 @@ def _search(spec: StudySpec, seed: int) -> Search:
         )
         configs = [{**defaults, **point} for point in design]
         return Search(label, seed, ConfigListSearch(configs), len(configs), {}, space)
-    searcher = create_optuna_searcher(spec.search, spec.objectives, seed, space, exclude=fixed)
+    budget = spec.scheduler.max_t if spec.scheduler.early_stopping else None
+    searcher = create_optuna_searcher(
+        spec.search, spec.objectives, seed, space, exclude=fixed, budget=budget
+    )
     param_space = {**space.to_tune(exclude=fixed), **defaults}
     return Search(label, seed, searcher, spec.trials, param_space, space)
 

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
+from contract.columns import COMPLETED, STOPPED
 from contract.metrics import STUDY_METRICS
 from tuner.callbacks import trial_status
 
@@ -34,8 +35,9 @@ METRIC_NAMES = STUDY_METRICS  # contract.metrics owns the names
 class StudyMetrics(Callback):
     """Publishes a study's progress as Ray metrics while it runs (tagged ``study=<name>``)."""
 
-    def __init__(self, study: str, objectives: dict[str, str]):
+    def __init__(self, study: str, objectives: dict[str, str], budget: int | None = None):
         self.study = study
+        self.budget = budget  # under early stopping: a stopped trial is not a finished result
         self.objectives = dict(objectives)
         self.finished = 0
         self.failed = 0
@@ -132,14 +134,14 @@ class StudyMetrics(Callback):
         }
 
     def _record(self, trial, errored: bool) -> None:
-        status = trial_status(trial.last_result, list(self.objectives), errored)
+        status = trial_status(trial.last_result, list(self.objectives), errored, self.budget)
         self.finished += 1
         metrics = self._handles()
         metrics["finished"].inc(1.0)
-        if status == "stopped":
+        if status == STOPPED:  # stopped early by the scheduler: not failed, not on the front
             self.stopped += 1
             metrics["stopped"].inc(1.0)
-        elif status != "completed":
+        elif status != COMPLETED:
             self.failed += 1
             metrics["failed"].inc(1.0)
         else:

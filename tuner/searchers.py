@@ -5,6 +5,13 @@ trial stays RUNNING forever and NSGA-II's generations stall. Here a trial whose 
 missing or not finite, that diverged, or that errored is told as FAIL: it never becomes a
 parent, and no Optuna trial is left RUNNING.
 
+A trial that an early-stopping scheduler stopped (it reported fewer epochs than the budget,
+`budget`) is told as PRUNED: Optuna keeps it as information without taking its partial
+values as final. NSGA-II never picks it as a parent (its generations count COMPLETE trials
+only, so a generation holds `population_size` full-budget trials however many stop); TPE
+ranks it after every complete trial; GP ignores it. Its constraint values (from the partial
+result) are stored too, so constrained samplers see the same attributes on every trial.
+
 Latin-hypercube designs, grids and the fixed studies (reproduction, re-evaluation) are lists of
 configs served by `ConfigListSearch`, a Tune Searcher that saves and restores its position.
 """
@@ -26,6 +33,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from contract.columns import CONSTRAINTS_KEY
 from search_spaces import SearchSpace
+from tuner.schedulers import result_epoch
 from tuner.spec import SearchConfig, SpecError
 
 CONSTRAINT_ATTR = CONSTRAINTS_KEY  # user attr holding c <= 0 (feasible) per constraint
@@ -72,11 +80,20 @@ def stored_constraints(trial: FrozenTrial) -> list[float]:
     return trial.user_attrs.get(CONSTRAINT_ATTR, [])
 
 
+def stopped_early(result: dict[str, Any] | None, budget: int | None) -> bool:
+    """A result short of the budget: its trial was stopped (by the scheduler) before the end."""
+    epoch = result_epoch(result)
+    return budget is not None and epoch is not None and epoch < budget
+
+
 class MultiObjectiveOptunaSearch(OptunaSearch):
-    def __init__(self, *args, constraints: list[str] | None = None, **kwargs):
+    def __init__(
+        self, *args, constraints: list[str] | None = None, budget: int | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.constraints = list(constraints or [])
         self.journal = None  # a tuner.journal.JournalRecorder: told trials for optuna-dashboard
+        self.budget = budget  # epochs of a full trial under early stopping, else None
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -89,7 +106,10 @@ class MultiObjectiveOptunaSearch(OptunaSearch):
         else:
             if self.constraints:
                 ot_trial.set_user_attr(CONSTRAINT_ATTR, constraint_values(result, self.constraints))
-            self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
+            if stopped_early(result, self.budget):
+                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            else:
+                self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
         self._completed_trials.add(trial_id)
         if getattr(self, "journal", None) is not None:  # searchers pickled before it: none
             try:
@@ -180,6 +200,7 @@ def create_optuna_searcher(
     seed: int,
     space: SearchSpace | None = None,
     exclude=(),
+    budget: int | None = None,
 ) -> OptunaSearch:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress line says what matters
     return MultiObjectiveOptunaSearch(
@@ -187,6 +208,7 @@ def create_optuna_searcher(
         mode=list(objectives.values()),
         sampler=create_sampler(search, seed, space, exclude),  # the seed lives in the sampler
         constraints=search.constraints,
+        budget=budget,
     )
 
 

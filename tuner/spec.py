@@ -23,6 +23,7 @@ from tuner import strict_yaml
 
 KINDS = ("optimize", "random", "reproduction", "reevaluate", "evaluate")
 ALGORITHMS = ("nsga2", "tpe", "gp", "random", "lhs", "grid")
+SCHEDULERS = ("fifo", "moasha", "asha")  # tuner/schedulers.py
 SEARCHING_KINDS = ("optimize", "random")  # the kinds that search a space
 FROM_KINDS = ("reevaluate", "evaluate")  # the kinds that select configs from finished studies
 BUILTIN_TRAINABLE = "trainables.train"
@@ -48,6 +49,21 @@ class SearchConfig:
 
 
 @dataclass
+class SchedulerConfig:
+    """`scheduler:` of the spec: early stopping (tuner/schedulers.py). max_t defaults to the
+    trial's epochs (fixed.epochs, else the trainer's default)."""
+
+    algorithm: str = "fifo"  # fifo: every trial its full budget | moasha | asha
+    grace_period: int = 1  # epochs before the first rung
+    reduction_factor: float = 3  # rungs at grace_period * rf**k; 1/rf of a rung go on
+    max_t: int | None = None  # the full budget, in epochs
+
+    @property
+    def early_stopping(self) -> bool:
+        return self.algorithm != "fifo"
+
+
+@dataclass
 class Resources:
     cpu: float = 1.0
     gpu: float = 0.0
@@ -65,6 +81,7 @@ class StudySpec:
     space: str = "mlp"
     seeds: list[int] = field(default_factory=lambda: [0])
     search: SearchConfig = field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     fixed: dict[str, Any] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int | None = None
@@ -257,6 +274,7 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
         if builtin and metric not in METRICS:
             raise _unknown(metric, METRICS, "search.constraints: ")
 
+    scheduler = _sub(SchedulerConfig, body.get("scheduler"), "scheduler")
     resources = _sub(Resources, body.get("resources"), "resources")
     for res in ("cpu", "gpu"):
         value = getattr(resources, res)
@@ -307,6 +325,7 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
         space=str(body.get("space", body.get("model", "mlp"))),
         seeds=list(seeds),
         search=search,
+        scheduler=scheduler,
         fixed=dict(fixed),
         resources=resources,
         max_concurrent=None
@@ -324,6 +343,7 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
     )
     if not builtin:
         spec.load_space()  # a custom trainable's hyperparameters are its own: check the form
+        check_scheduler(spec)
         return spec
     # Hyperparameters: the dataset, model, fixed values, sparsities and the space's bounds, all
     # checked against the trainable's table, so `sparsity: 1.5` fails here and not in a trial.
@@ -350,7 +370,53 @@ def parse_spec(body: dict[str, Any], source: str = "") -> StudySpec:
                 )
     except (ConfigError, SpaceError) as err:
         raise SpecError(str(err)) from None
+    check_scheduler(spec)  # after fixed.epochs is checked: max_t is compared with it
     return spec
+
+
+def check_scheduler(spec: StudySpec) -> None:
+    """The `scheduler:` section: its knobs, and max_t against the trials' epoch budget."""
+    config = spec.scheduler
+    if config.algorithm not in SCHEDULERS:
+        allowed = ", ".join(SCHEDULERS)
+        raise SpecError(f"scheduler.algorithm={config.algorithm!r}: allowed {allowed}")
+    if not config.early_stopping:
+        return
+    if spec.kind not in SEARCHING_KINDS:
+        raise SpecError(
+            f"scheduler.algorithm={config.algorithm}: kind {spec.kind} trains a fixed set of "
+            "configs to the end; early stopping is for the optimize and random kinds"
+        )
+    _positive_int(config.grace_period, "scheduler.grace_period")
+    rf = config.reduction_factor
+    if isinstance(rf, bool) or not isinstance(rf, int | float) or not rf > 1:
+        raise SpecError(f"scheduler.reduction_factor={rf!r}: expected a number > 1 (e.g. 3)")
+    epochs = spec.fixed.get("epochs")
+    if epochs is None and spec.builtin:
+        epochs = FIELDS["epochs"].default
+    if config.max_t is None:
+        if epochs is None:
+            raise SpecError(
+                "scheduler.max_t is required for a custom trainable without fixed.epochs "
+                "(the full budget, in the epochs or training_iteration it reports)"
+            )
+        config.max_t = epochs
+    _positive_int(config.max_t, "scheduler.max_t")
+    if epochs is not None and config.max_t != epochs:
+        raise SpecError(
+            f"scheduler.max_t={config.max_t} but every trial trains epochs={epochs}: set them "
+            f"equal (fixed.epochs={config.max_t}) or leave scheduler.max_t out"
+        )
+    if config.grace_period >= config.max_t:
+        raise SpecError(
+            f"scheduler.grace_period={config.grace_period} >= max_t={config.max_t}: no rung to "
+            "stop a trial at; lower grace_period or raise the epochs"
+        )
+    if spec.builtin and "epochs" in spec.load_space().parameters and "epochs" not in spec.fixed:
+        raise SpecError(
+            f"scheduler.algorithm={config.algorithm}: space={spec.space!r} searches epochs; "
+            "early stopping needs one budget for every trial: pin it (fixed.epochs=...)"
+        )
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudySpec:

@@ -295,6 +295,13 @@ def _metric_names(spec: StudySpec) -> list[str] | None:
     return list(METRICS) if spec.builtin else None  # None: whatever a custom trainable reports
 
 
+def known_trial_ids(experiment_dir: str) -> set[str]:
+    """The trials in Tune's saved experiment state (what a resume restores)."""
+    from ray.tune import ExperimentAnalysis
+
+    return {t.trial_id for t in ExperimentAnalysis(experiment_dir).trials}
+
+
 def reconcile_with_experiment(study_dir: Path, experiment_dir: str, search_seed) -> int:
     """Drop Parquet rows of this search that Tune's restored experiment state doesn't know.
 
@@ -302,11 +309,9 @@ def reconcile_with_experiment(study_dir: Path, experiment_dir: str, search_seed)
     finished after the last save and before a crash is rerun under a new id on resume, so its
     old row would be counted twice. Returns the number of rows dropped.
     """
-    from ray.tune import ExperimentAnalysis
-
     from results.parquet import write_table_atomic
 
-    known = {t.trial_id for t in ExperimentAnalysis(experiment_dir).trials}
+    known = known_trial_ids(experiment_dir)
     path = study_dir / TRIALS
     if not path.exists():
         return 0
@@ -490,6 +495,8 @@ def _run_study(
     from tuner.journal import attach_journal, locate_journal, reconcile_with_tune
     from tuner.kinds import plan_searches
     from tuner.monitoring import StudyMetrics
+    from tuner.schedulers import create_scheduler, forget_unknown_trials, point_scheduler_at
+    from tuner.searchers import parse_constraint
     from tuner.storage import UploadStudyFiles, staged_spec, study_uri, upload_study_files
     from tuner.timeouts import StudyDeadline, TrialTimeout
 
@@ -538,6 +545,8 @@ def _run_study(
     if dashboard_url:
         print(f"Ray dashboard: {dashboard_url}", flush=True)
     max_concurrent = spec.max_concurrent or default_max_concurrent(spec)
+    # Under early stopping a trial short of this many epochs is `stopped` (never on a front).
+    epoch_budget = spec.scheduler.max_t if spec.scheduler.early_stopping else None
     deadline = StudyDeadline(spec.study_timeout_s)
     stopped = None
     for i, search in enumerate(searches):
@@ -575,6 +584,7 @@ def _run_study(
                 objectives,
                 metadata,
                 _metric_names(spec),
+                epoch_budget,
             ),  # fmt: skip
             ProgressReporter(
                 study_dir,
@@ -584,8 +594,9 @@ def _run_study(
                 search.search_seed,
                 label,
                 at_a_time=max_concurrent,
+                budget=epoch_budget,
             ),
-            StudyMetrics(spec.name, spec.objectives),  # dashboard metrics
+            StudyMetrics(spec.name, spec.objectives, epoch_budget),  # dashboard metrics
             DriverRecord(study_dir, spec.name, total, search.num_samples, i == len(searches) - 1),
             *([UploadStudyFiles(study_dir, uri)] if uri else []),
             *callbacks,
@@ -597,12 +608,16 @@ def _run_study(
             if dropped:
                 print(f"  {dropped} finished trials after Tune's last save will run again")
             reconcile_with_tune(study_dir, spec.name, search.search_seed, experiment_dir)
+            if spec.scheduler.early_stopping and not uri:
+                forget_unknown_trials(experiment_dir, known_trial_ids(experiment_dir))
             tuner = tune.Tuner.restore(
                 experiment_dir, trainable, resume_unfinished=True, resume_errored=False
             )
             # Tune restores the callbacks it pickled, which write where the study was when
             # it started: this driver's own write where the study is now (a moved copy).
             tuner._local_tuner.get_run_config().callbacks = study_callbacks
+            # Likewise the scheduler's rung records: read them from where the study is now.
+            point_scheduler_at(tuner, None if uri else experiment_dir)
         else:
             attach_journal(
                 search.searcher, study_dir, spec.name, search.search_seed, spec.objectives
@@ -612,6 +627,12 @@ def _run_study(
                 param_space=search.param_space,
                 tune_config=tune.TuneConfig(
                     search_alg=search.searcher,
+                    # early stopping: rung records in the experiment folder (local storage)
+                    scheduler=create_scheduler(
+                        spec,
+                        None if uri else experiment_dir,
+                        [parse_constraint(c) for c in spec.search.constraints],
+                    ),
                     num_samples=search.num_samples,
                     max_concurrent_trials=max_concurrent,
                     reuse_actors=reuse_actors,  # no new process per trial: ~5x faster here

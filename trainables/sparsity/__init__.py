@@ -16,9 +16,11 @@ from trainables.sparsity.masks import (
     update_pattern_mask,
 )
 from trainables.sparsity.methods import (
+    COUNT_ROUNDINGS,
     DROP_CRITERIA,
     GROW_CRITERIA,
     METHODS,
+    REDISTRIBUTIONS,
     REGULARIZERS,
     UPDATE_UNITS,
     SparseMethod,
@@ -27,12 +29,14 @@ from trainables.sparsity.methods import (
 )
 
 __all__ = [
+    "COUNT_ROUNDINGS",
     "DISTRIBUTIONS",
     "DROP_CRITERIA",
     "GROW_CRITERIA",
     "METHODS",
     "PATTERNS",
     "PRUNABLE_LAYERS",
+    "REDISTRIBUTIONS",
     "REGULARIZERS",
     "UPDATE_UNITS",
     "Pattern",

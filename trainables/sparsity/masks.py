@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 # Only the weights of these layers are masked; biases and norm parameters stay dense, as in rigl.
@@ -24,6 +26,21 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     """Weight name -> weight of every nn.Linear and nn.Conv2d, in module order."""
     return {name: module.weight for name, module in prunable_layers(model).items()}
+
+
+def kth_largest(values: Tensor, k: int) -> Tensor:
+    """The k-th largest of `values` (1-based) as a 0-dim tensor on their device.
+
+    On a CPU numpy's introselect (np.partition) finds it about 10x faster than torch.kthvalue
+    (0.3 ms against 4 ms for 266k float32), which is what makes a per-step exact top-K of
+    every layer affordable; elsewhere torch.kthvalue."""
+    flat = values.detach().reshape(-1)
+    n = flat.numel()
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}], got {k}")
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+        return torch.tensor(np.partition(flat.numpy(), n - k)[n - k], dtype=flat.dtype)
+    return flat.kthvalue(n - k + 1).values
 
 
 def random_masks(
@@ -104,14 +121,19 @@ PATTERNS = ("unstructured", "block", "n:m")
 
 @dataclass(frozen=True)
 class Pattern:
-    """The shape a mask takes. A weight is viewed as a matrix C_out x (C_in * kh * kw) (a conv
-    weight as its im2col matrix, as NVIDIA's ASP and block-sparse kernels do):
+    """The shape a mask takes.
 
     - `unstructured`: any set of positions.
-    - `block`: whole `block_size` x `block_size` tiles of that matrix (edge tiles are cut short);
-      a tile is scored by the L2 norm of its scores (block norm).
-    - `n:m`: every group of `m` consecutive inputs of one output keeps exactly `n`. A layer whose
-      input count is not a multiple of `m` cannot be n:m and stays dense (as ASP skips it).
+    - `block`: whole `block_size` x `block_size` tiles of the weight viewed as the matrix
+      C_out x (C_in * kh * kw) (a conv weight as its im2col matrix, as block-sparse kernels do;
+      edge tiles are cut short). A tile is scored by the mean of its squared scores over the
+      positions it really has, as `torch.ao.pruning.WeightNormSparsifier` does (avg_pool2d of
+      w^2, ceil_mode): a cut-short edge tile competes on equal terms with a full one.
+    - `n:m`: every group of `m` consecutive input channels of one output keeps exactly `n`; a
+      conv weight is grouped along C_in at each kernel position (as apex ASP's m4n2_1d and
+      `torch.sparse.to_sparse_semi_structured` on a channels-last conv need). A layer whose
+      input channel count is not a multiple of `m` cannot be n:m and stays dense (as ASP skips
+      it).
     """
 
     kind: str = "unstructured"
@@ -133,22 +155,24 @@ class Pattern:
             )
 
     def supports(self, shape: tuple[int, ...]) -> bool:
-        """False for a layer this pattern cannot shape (n:m with inputs not a multiple of m)."""
-        return self.kind != "n:m" or math.prod(shape[1:]) % self.m == 0
+        """False for a layer this pattern cannot shape (n:m with input channels not a multiple
+        of m)."""
+        return self.kind != "n:m" or shape[1] % self.m == 0
 
     # unit views: a block's or a group's scores, and back to element masks
     def unit_scores(self, score: Tensor) -> Tensor:
-        """Scores per unit: per element (flat), per block (block norm), or (groups, m) for n:m."""
-        matrix = score.reshape(score.shape[0], -1)
+        """Scores per unit: per element (flat), per block (mean of squares), or (groups, m) for
+        n:m (groups along the input channels)."""
         if self.kind == "unstructured":
             return score.flatten()
         if self.kind == "n:m":
-            return matrix.reshape(-1, self.m)
+            if score.dim() > 2:  # (C_out, C_in, kh, kw) -> channels last: groups along C_in
+                score = score.permute(0, *range(2, score.dim()), 1)
+            return score.reshape(-1, self.m)
         b = self.block_size
-        rows, cols = matrix.shape
-        padded = torch.nn.functional.pad(matrix, (0, -cols % b, 0, -rows % b))
-        tiles = padded.reshape(padded.shape[0] // b, b, padded.shape[1] // b, b)
-        return tiles.float().pow(2).sum(dim=(1, 3)).sqrt().flatten()
+        matrix = score.reshape(score.shape[0], -1).float()
+        tiles = F.avg_pool2d(matrix.pow(2)[None, None], b, b, ceil_mode=True)
+        return tiles.flatten()
 
     def unit_mask(self, mask: Tensor) -> Tensor:
         """A pattern-shaped element mask as a mask over units (flat, per block, or (groups, m))."""
@@ -158,6 +182,11 @@ class Pattern:
 
     def expand(self, units: Tensor, shape: tuple[int, ...]) -> Tensor:
         """Element mask of `shape` from a unit mask."""
+        if self.kind == "n:m":
+            if len(shape) > 2:  # back from channels last
+                last = (shape[0], *shape[2:], shape[1])
+                return units.reshape(last).permute(0, -1, *range(1, len(shape) - 1)).contiguous()
+            return units.reshape(shape)
         if self.kind != "block":
             return units.reshape(shape)
         b = self.block_size

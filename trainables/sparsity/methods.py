@@ -1,22 +1,49 @@
 """Sparse-training methods around one mask update (a drop score, a grow score, a schedule).
 
 - `dense`, `static` (random mask at initialization, never changed).
-- `set` (Mocanu et al. 2018): drop the smallest |w| (or, with `set_sign_split`, the smallest
-  positive and the largest negative weights separately, as the paper does), grow at random.
+- `set` (Mocanu et al. 2018): drop the smallest |w| (or, with `set_sign_split`, the authors'
+  rewireMask: the smallest positive and the largest negative weights, and every exact zero),
+  grow at random.
 - `rigl` (Evci et al. 2020): drop the smallest |w|, grow the largest |dense gradient|.
 - `prune_regrow`: the general rule SET and RigL are settings of: drop by `magnitude` or
   `gradient`, grow by `random`, `gradient` or `momentum` (SNFS, Dettmers & Zettlemoyer 2019: a
-  dense momentum of the gradient), a prune rate (`drop_fraction`) and a regrowth rate.
+  dense momentum of the gradient, the regrowth redistributed across layers), a prune rate
+  (`drop_fraction`) and a regrowth rate.
 - `swat` (Raihan & Aamodt 2020) and `hypersparse` (Glandorf et al. 2023): their own
   `SparseTraining` subclasses (`swat.py`, `hypersparse.py`) on the same hooks.
 
-The schedule (`update_interval` steps or epochs, `update_end`, cosine-decayed
-`drop_fraction`) and the mask update (`masks.update_pattern_mask` over `masks.update_mask`) are
-shared, for every `pattern`. To add a method, add a `SparseMethod` to `METHODS`.
+The schedule and the mask update follow google-research/rigl (`sparse_optimizers_base.py`),
+checked op for op by tests/test_reference_rigl.py: an update at step 0 and then whenever
+last update + `update_interval` <= step <= `update_end` * total_steps, where `step` counts
+optimizer steps (rigl's global_step: a RigL update batch replaces the optimizer step and does
+not advance it); the drop fraction decays by cosine to 0 at update_end; n = int(n_active *
+fraction) (`count_rounding` round: round(), sparsetune's earlier rule); grown weights start
+at 0 with their optimizer state reset; dropped-and-regrown positions keep their value. RigL
+skips the optimizer step of an update batch (`skip_weight_update_on_mask_update`); SET takes
+it, then rewires from the updated weights (rigl's SparseSETOptimizer). Patterns: see
+`masks.Pattern` (block scores as torch.ao's WeightNormSparsifier, n:m as apex's m4n2_1d).
+
+Where each differs from its authors' code:
+- rigl, set: no N(0, 1e-5) noise on the drop score (the reference's tie-breaker); ties fall
+  to the lower index. Step counting is the reference's in `trainables.train`; the FLOP count
+  is the RigL paper's.
+- set (`set_sign_split`): zeta is the cosine-decayed `drop_fraction` (the reference keeps it
+  constant) and grows by the shared random score, not its rejection-sampling loop (the same
+  distribution: uniform over the free positions, just-removed ones included). Without the
+  split it is rigl's SET (magnitude of |w|), not the authors' sign split.
+- prune_regrow / SNFS (sparse_learning's `Masking`): the update runs on sparsetune's schedule
+  (every `update_interval` steps or epochs, cosine `drop_fraction`) rather than at every epoch
+  end with its own cosine death rate; the momentum is sparsetune's dense momentum of the
+  gradient, not SGD's momentum buffer (which also carries weight decay); momentum at grown
+  positions is reset to 0, not to the mean of the active momentum. `redistribution none`
+  keeps each layer's count (no cross-layer move). Redistribution applies to the unstructured
+  pattern with the magnitude drop; other settings update per layer.
+- static, dense: no reference beyond a random mask (exact per-layer counts, not Bernoulli).
 
 A train loop calls, per step: loss (+ `loss_penalty()`) .backward(); `step_flops(step)`;
-skip = `after_backward(step, optimizer)`; if not skip: optimizer.step(); `after_step()`; and
-after every epoch `on_epoch_end(trainer)`, which returns FLOPs it spent itself.
+skip = `after_backward(step, optimizer)`; if not skip: optimizer.step(); `after_step()` (SET
+rewires here); and after every epoch `on_epoch_end(trainer)`, which returns FLOPs it spent
+itself. `step` advances only when the optimizer step ran.
 """
 
 from __future__ import annotations
@@ -87,6 +114,11 @@ GROW_CRITERIA: dict[str, ScoreFn] = {
     "momentum": momentum_magnitude,
 }
 UPDATE_UNITS = ("steps", "epochs")
+# How a drop count n * fraction becomes an int: `floor` as rigl's int() cast (the reference),
+# `round` as sparsetune did before (one more weight replaced about half the time).
+COUNT_ROUNDINGS = ("floor", "round")
+# SNFS's cross-layer redistribution of the regrowth (sparse_learning's redistribution_mode).
+REDISTRIBUTIONS = ("momentum", "none")
 
 
 @dataclass(frozen=True)
@@ -98,6 +130,9 @@ class SparseMethod:
     dense_gradient: bool = False  # grow_score reads the dense gradient on update steps
     dense_gradient_every_step: bool = False  # SNFS: a dense momentum needs it every step
     kind: str = "mask"  # "mask" (SparseTraining), "swat" or "hypersparse" (their subclasses)
+    # SET (rigl's SparseSETOptimizer): the optimizer step runs first, then the masks are rewired
+    # from the updated weights; RigL replaces the optimizer step of an update batch instead.
+    rewire_after_step: bool = False
     doc: str = ""
 
     @property
@@ -113,7 +148,9 @@ METHODS: dict[str, SparseMethod] = {
         sparse=True,
         drop_score=weight_magnitude,
         grow_score=uniform_random,
-        doc="Mocanu et al. 2018: drop smallest |w|, grow at random",
+        rewire_after_step=True,
+        doc="Mocanu et al. 2018: step, then drop smallest |w| (or rewireMask's sign split), "
+        "grow at random",
     ),
     "rigl": SparseMethod(
         "rigl",
@@ -131,19 +168,22 @@ METHODS: dict[str, SparseMethod] = {
         drop_score=weight_magnitude,
         grow_score=gradient_magnitude,
         dense_gradient=True,
-        doc="general drop/grow rule: drop_criterion, grow_criterion, rates, interval unit",
+        doc="general drop/grow rule: drop_criterion, grow_criterion, rates, interval unit "
+        "(grow_criterion momentum: SNFS with its cross-layer redistribution)",
     ),
     "swat": SparseMethod(
         "swat",
         sparse=True,
         kind="swat",
-        doc="Raihan & Aamodt 2020: top-K weights forward, top-K activations backward",
+        doc="Raihan & Aamodt 2020: top-K weights forward, top-K activations backward, each "
+        "layer at its own density",
     ),
     "hypersparse": SparseMethod(
         "hypersparse",
         sparse=True,
         kind="hypersparse",
-        doc="Glandorf et al. 2023: ART schedule with HyperSparse (or l1 / l2) regularization",
+        doc="Glandorf et al. 2023: ART (buffered check, rewind, restarted fine-tuning) with "
+        "HyperSparse (or l1 / l2) regularization",
     ),
 }
 
@@ -174,6 +214,8 @@ class SparseTraining:
         target_units: dict[str, int] | None = None,
         momentum: float = 0.9,
         positions: dict[str, int] | None = None,
+        count_rounding: str = "floor",
+        redistribution: str = "none",
     ) -> None:
         self.method = method
         self.weights = weights
@@ -196,6 +238,19 @@ class SparseTraining:
             else {}
         )
         self.positions = positions  # output positions per layer, for FLOP accounting
+        self.count_rounding = count_rounding
+        self.redistribution = redistribution
+        # rigl's last_mask_update_step starts at -frequency, so step 0 is an update step.
+        self.last_update_step = -update_interval
+        # SET: an update found in after_backward, applied after the optimizer step.
+        self._pending_rewire: tuple[int, torch.optim.Optimizer] | None = None
+        # SNFS: sparse_learning's smoothed residual between the baseline and the grown count.
+        self.snfs_adjusted_growth = 0.0
+        self.snfs_adjustments: list[float] = []
+        self._snfs_density = {name: int(m.sum()) / m.numel() for name, m in masks.items()}
+        # The step from which the train loop restarts its learning-rate schedule (None: it
+        # never does; ART's fine-tuning sets it).
+        self.lr_restart_step: int | None = None
         self._nnz_cache: dict[str, int] | None = None
         # The masks as 0/1 tensors of their weights' dtype, for the per-step multiplies:
         # name -> (the bool mask, its version counter then, the factor).
@@ -203,24 +258,34 @@ class SparseTraining:
 
     # --- schedule -------------------------------------------------------------------------
     def is_update_step(self, step: int) -> bool:
+        """rigl's is_mask_update_iter: step <= end and last update + interval <= step.
+
+        `step` counts optimizer steps (global_step): a RigL update batch skips the optimizer
+        step and so does not advance it; the batch after it has the same step number and is no
+        update (its last update is that step). The first update is at step 0."""
         return (
             self.method.dynamic
-            and step > 0
-            and step % self.update_interval == 0
-            and step < self.update_end * self.total_steps
+            and step <= self.update_end * self.total_steps
+            and self.last_update_step + self.update_interval <= step
         )
 
     def drop_fraction_at(self, step: int) -> float:
-        """Cosine decay from `drop_fraction` at step 0 to 0 at update_end (and 0 after it)."""
+        """Cosine decay from `drop_fraction` at step 0 to 0 at update_end (and 0 after it), as
+        rigl's cosine_decay(drop_fraction, global_step, end_step)."""
         end = self.update_end * self.total_steps
         if step >= end:
             return 0.0
         return self.drop_fraction / 2 * (1 + math.cos(math.pi * step / end))
 
+    def count(self, n: int, fraction: float) -> int:
+        """The number of units an update replaces: int(n * fraction) as rigl (count_rounding
+        floor), or round(n * fraction) (count_rounding round)."""
+        value = n * fraction
+        return int(value) if self.count_rounding == "floor" else round(value)
+
     def _last_update_step(self, step: int) -> bool:
-        return self.is_update_step(step) and not step + self.update_interval < (
-            self.update_end * self.total_steps
-        )
+        """True for the last update step of the schedule (called during that update)."""
+        return not step + self.update_interval <= self.update_end * self.total_steps
 
     def dense_gradient_step(self, step: int) -> bool:
         """True where this step needs the dense weight gradient (for FLOP accounting)."""
@@ -283,8 +348,10 @@ class SparseTraining:
     def after_backward(self, step: int, optimizer: torch.optim.Optimizer) -> bool:
         """Update the masks on an update step, then mask the gradients.
 
-        Returns True when optimizer.step() must be skipped (an update step with
-        skip_weight_update_on_mask_update, as in rigl's reference implementation).
+        Returns True when optimizer.step() must be skipped (a RigL update step with
+        skip_weight_update_on_mask_update, as in rigl's reference implementation). SET
+        (`rewire_after_step`) never skips: its update runs in `after_step`, after the optimizer
+        step, from the updated weights (rigl's SparseSETOptimizer).
         """
         if not self.method.sparse:
             return False
@@ -294,7 +361,12 @@ class SparseTraining:
                 buffer.mul_(self.momentum_beta).add_(grad)
         update = self.is_update_step(step)
         if update:
-            self._update_masks(step, optimizer)
+            self.last_update_step = step
+            if self.method.rewire_after_step:
+                self._pending_rewire = (step, optimizer)
+                update = False
+            else:
+                self._update_masks(step, optimizer)
         names = [name for name, weight in self.weights.items() if weight.grad is not None]
         if names:
             grads = [self.weights[name].grad for name in names]
@@ -303,9 +375,14 @@ class SparseTraining:
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Re-zero inactive weights: weight decay or momentum must not revive a pruned weight."""
+        """SET's pending rewiring, then re-zero inactive weights: weight decay or momentum must
+        not revive a pruned weight."""
         if not self.method.sparse:
             return
+        if self._pending_rewire is not None:
+            step, optimizer = self._pending_rewire
+            self._pending_rewire = None
+            self._update_masks(step, optimizer)
         torch._foreach_mul_(list(self.weights.values()), self.mask_factors(list(self.weights)))
 
     def mask_factors(self, names: list[str]) -> list[Tensor]:
@@ -342,61 +419,159 @@ class SparseTraining:
     def _update_masks(self, step: int, optimizer: torch.optim.Optimizer) -> None:
         assert self.method.drop_score is not None and self.method.grow_score is not None
         fraction = self.drop_fraction_at(step)
-        for name, weight in self.weights.items():
-            mask = self.masks[name]
-            shape = tuple(mask.shape)
-            shrinking = self.target_units.get(name, math.inf) < self.pattern.n_units(shape)
-            if (mask.all() and not shrinking) or not self.pattern.supports(shape):
-                continue  # a dense layer has nowhere to grow
-            if self.set_sign_split:
-                new_mask = self._sign_split_update(name, weight, mask, fraction)
-                if new_mask is None:
-                    continue
-            else:
-                units = self.pattern.unit_mask(mask)
-                n_active = int(units.sum())
-                n_update = round(fraction * n_active)
-                n_grow = n_update
-                if self.regrowth_rate < 1.0:  # prune_regrow shrinking towards its target
-                    target = self.target_units[name]
-                    n_grow = round(self.regrowth_rate * n_update)
-                    n_grow = min(n_update, max(n_grow, target - (n_active - n_update)))
-                    if self._last_update_step(step):  # the target is met by update_end
-                        n_update = max(n_update, n_active - target)
-                        n_grow = target - (n_active - n_update)
-                if n_update == 0:
-                    continue
-                drop_score = self._score(self.method.drop_score, name, weight)
-                grow_score = self._score(self.method.grow_score, name, weight)
-                new_mask = update_pattern_mask(
-                    mask, drop_score, grow_score, self.pattern, n_update, n_grow
-                )
+        if fraction <= 0.0:
+            return  # rigl's n_prune = 0 at end_step: nothing changes
+        if self._snfs_redistributes():
+            new_masks = self._snfs_masks(fraction)
+        else:
+            new_masks = {}
+            for name, weight in self.weights.items():
+                new_mask = self._layer_update(name, weight, step, fraction)
+                if new_mask is not None:
+                    new_masks[name] = new_mask
+        for name, new_mask in new_masks.items():
+            weight, mask = self.weights[name], self.masks[name]
             changed = new_mask ^ mask
             # Dropped weights are pruned; grown ones start at exactly 0 (rigl). Positions that
             # were dropped and regrown in the same update keep their value, as in rigl.
             weight.masked_fill_(changed, 0.0)
             _reset_optimizer_state(optimizer, weight, changed)
             mask.copy_(new_mask)  # in place: references to the mask stay valid
+        if new_masks:
             self.masks_changed()
+
+    def _layer_update(self, name: str, weight: Tensor, step: int, fraction: float) -> Tensor | None:
+        """One layer's new mask (None: unchanged) by the shared drop/grow update."""
+        assert self.method.drop_score is not None and self.method.grow_score is not None
+        mask = self.masks[name]
+        shape = tuple(mask.shape)
+        shrinking = self.target_units.get(name, math.inf) < self.pattern.n_units(shape)
+        if (mask.all() and not shrinking) or not self.pattern.supports(shape):
+            return None  # a dense layer has nowhere to grow
+        if self.set_sign_split:
+            return self._sign_split_update(name, weight, mask, fraction)
+        units = self.pattern.unit_mask(mask)
+        n_active = int(units.sum())
+        n_update = self.count(n_active, fraction)
+        n_grow = n_update
+        if self.regrowth_rate < 1.0:  # prune_regrow shrinking towards its target
+            target = self.target_units[name]
+            n_grow = round(self.regrowth_rate * n_update)
+            n_grow = min(n_update, max(n_grow, target - (n_active - n_update)))
+            if self._last_update_step(step):  # the target is met by update_end
+                n_update = max(n_update, n_active - target)
+                n_grow = target - (n_active - n_update)
+        if n_update == 0:
+            return None
+        drop_score = self._score(self.method.drop_score, name, weight)
+        grow_score = self._score(self.method.grow_score, name, weight)
+        return update_pattern_mask(mask, drop_score, grow_score, self.pattern, n_update, n_grow)
 
     def _sign_split_update(
         self, name: str, weight: Tensor, mask: Tensor, fraction: float
     ) -> Tensor | None:
-        """SET as in the paper: drop `fraction` of the positive weights (the smallest) and of
-        the negative weights (the largest, i.e. closest to zero) separately, then grow as many
-        by the grow score."""
-        positive, negative = weight > 0, weight < 0
-        n_positive = round(fraction * int((mask & positive).sum()))
-        n_negative = round(fraction * int((mask & negative).sum()))
-        if n_positive + n_negative == 0:
+        """SET as the authors' rewireMask (dcmocanu/sparse-evolutionary-artificial-neural-
+        networks): over the layer's sorted weights, keep the negatives below
+        values[int((1 - zeta) * n_negative)] and the positives above
+        values[int(min(n - 1, n_nonpositive + zeta * n_positive))]; everything else, the active
+        exact zeros included, is removed; then grow at random back to the layer's count.
+        (The reference's positive threshold is itself removed: floor(zeta * n_positive) + 1
+        positives go, as in its code.)"""
+        values = weight.detach().masked_fill(~mask, 0.0)
+        flat = values.flatten()
+        n = flat.numel()
+        n_negative = int((flat < 0).sum())
+        n_positive = int((flat > 0).sum())
+        n_nonpositive = n - n_positive  # rewireMask's lastZeroPos (index of the first positive)
+        keep_negative = int((1 - fraction) * n_negative)
+        positive_index = int(min(n - 1, n_nonpositive + fraction * n_positive))
+        keep_positive = n - 1 - positive_index
+        order = flat.argsort(stable=True)
+        keep = torch.zeros(n, dtype=torch.bool, device=flat.device)
+        keep[order[:keep_negative]] = True
+        if keep_positive > 0:
+            keep[order[n - keep_positive :]] = True
+        keep = keep.view(mask.shape)
+        n_active = int(mask.sum())
+        n_grow = n_active - int(keep.sum())
+        if n_grow == 0 and bool((keep == mask).all()):
             return None
         grow_score = self._score(self.method.grow_score, name, weight)
-        magnitude = weight.detach().abs()
-        new = update_mask(mask, magnitude, grow_score, n_positive, n_grow=0,
-                          drop_candidates=positive)  # fmt: skip
-        new = update_mask(new, magnitude, grow_score, n_negative, n_grow=0,
-                          drop_candidates=negative)  # fmt: skip
-        return update_mask(new, magnitude, grow_score, 0, n_grow=n_positive + n_negative)
+        return update_mask(keep, weight.detach().abs(), grow_score, 0, n_grow=n_grow)
+
+    # --- SNFS (sparse_learning's Masking.truncate_weights) ---------------------------------
+    def _snfs_redistributes(self) -> bool:
+        return (
+            self.redistribution == "momentum"
+            and self.method.grow_score is momentum_magnitude
+            and self.method.drop_score is weight_magnitude
+            and self.pattern.kind == "unstructured"
+            and self.regrowth_rate >= 1.0
+        )
+
+    def _snfs_masks(self, death_rate: float) -> dict[str, Tensor]:
+        """Prune every layer by magnitude (ceil(death_rate * nonzeros)), then regrow the total
+        removed across layers in proportion to each layer's mean |momentum| over its active
+        weights, by momentum within the layer, as TimDettmers/sparse_learning's
+        gather_statistics, calc_growth_redistribution, magnitude_death and momentum_growth.
+        Layers that are fully dense take no part (there is nothing to grow into)."""
+        names = [n for n, m in self.masks.items() if not bool(m.all())]
+        if not names:
+            return {}
+        variance, nonzeros, zeros = {}, {}, {}
+        for name in names:
+            mask = self.masks[name]
+            variance[name] = self.momentum[name].abs()[mask].mean().item()
+            nonzeros[name] = int(mask.sum())
+            zeros[name] = mask.numel() - nonzeros[name]
+        total_variance = sum(v for v in variance.values() if not math.isnan(v))
+        if total_variance == 0.0:
+            return {}
+
+        def removal(name: str, n_layers: int) -> int:
+            # a layer under 20% sparse whose momentum share is above average loses at most
+            # its zeros' fraction
+            rate = death_rate
+            sparsity = zeros[name] / self.masks[name].numel()
+            if sparsity < 0.2 and (1.0 / n_layers) / variance[name] < 1.0:
+                rate = min(sparsity, rate)
+            return math.ceil(rate * nonzeros[name])
+
+        # gather_statistics sums the removals while it fills its table: the raw variance and
+        # the layers seen so far; calc_growth_redistribution and magnitude_death then use the
+        # normalized variance and all layers (as the reference does).
+        total_removed = sum(removal(name, i + 1) for i, name in enumerate(names))
+        for name in names:
+            variance[name] /= total_variance
+        death = {name: removal(name, len(names)) for name in names}
+        regrowth = _snfs_redistribute(
+            variance, death, zeros, self.snfs_adjusted_growth, total_removed
+        )
+        new_masks = {}
+        total_new = 0
+        for name in names:
+            mask, weight = self.masks[name], self.weights[name]
+            magnitude = weight.detach().abs() * mask
+            if death[name] == 0:
+                kept = magnitude != 0
+            else:
+                threshold = magnitude.flatten().sort().values[zeros[name] + death[name] - 1]
+                kept = magnitude > threshold
+            n_grow = math.floor(regrowth[name])
+            score = self.momentum[name].abs() * ~kept
+            order = score.flatten().sort(descending=True, stable=True).indices[:n_grow]
+            new = kept.flatten().clone()
+            new[order] = True
+            new_masks[name] = new.view(mask.shape)
+            total_new += int(new.sum())
+        baseline = sum(self.masks[name].numel() * self._snfs_density[name] for name in names)
+        self.snfs_adjustments.append(baseline - total_new)
+        self.snfs_adjusted_growth = (
+            0.25 * self.snfs_adjusted_growth
+            + 0.75 * (baseline - total_new)
+            + sum(self.snfs_adjustments) / len(self.snfs_adjustments)
+        )
+        return new_masks
 
     # --- counts ---------------------------------------------------------------------------
     def nonzero_params(self) -> int:
@@ -430,6 +605,11 @@ class SparseTraining:
             # SET grows at random: its generator must resume where it was.
             "generator_state": self.generator.get_state() if self.generator is not None else None,
             "momentum": {name: m.clone() for name, m in self.momentum.items()},
+            "schedule": {
+                "last_update_step": self.last_update_step,
+                "snfs_adjusted_growth": self.snfs_adjusted_growth,
+                "snfs_adjustments": list(self.snfs_adjustments),
+            },
         }
 
     @torch.no_grad()
@@ -451,6 +631,10 @@ class SparseTraining:
         self.masks_changed()
         for name, buffer in state.get("momentum", {}).items():
             self.momentum[name].copy_(buffer)
+        schedule = state.get("schedule", {})
+        self.last_update_step = schedule.get("last_update_step", self.last_update_step)
+        self.snfs_adjusted_growth = schedule.get("snfs_adjusted_growth", 0.0)
+        self.snfs_adjustments = list(schedule.get("snfs_adjustments", []))
         if state.get("generator_state") is not None:
             if self.generator is None:
                 self.generator = torch.Generator()
@@ -467,6 +651,37 @@ def _reset_optimizer_state(
     for value in optimizer.state.get(weight, {}).values():
         if torch.is_tensor(value) and value.shape == weight.shape:
             value.masked_fill_(changed, 0)
+
+
+def _snfs_redistribute(
+    variance: dict[str, float],
+    death: dict[str, int],
+    zeros: dict[str, int],
+    adjusted_growth: float,
+    total_removed: int,
+) -> dict[str, float]:
+    """sparse_learning's calc_growth_redistribution: each layer's regrowth is
+    ceil(share * (removed + adjusted growth)), capped at 0.99 of its free slots, the excess
+    spread evenly over the layers until none is left (at most 1000 rounds)."""
+    regrowth: dict[str, float] = {}
+    residual, mean_residual, rounds = 9999.0, 0.0, 0
+    while residual > 0 and rounds < 1000:
+        residual = 0.0
+        for name, share in variance.items():
+            max_regrowth = zeros[name] + death[name]
+            if name in regrowth:
+                grow = regrowth[name]
+            else:
+                grow = math.ceil(share * (total_removed + adjusted_growth))
+            grow += mean_residual
+            if grow > 0.99 * max_regrowth:
+                regrowth[name] = 0.99 * max_regrowth
+                residual += grow - regrowth[name]
+            else:
+                regrowth[name] = grow
+        mean_residual = residual / len(regrowth) if regrowth else 0.0
+        rounds += 1
+    return regrowth
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -516,6 +731,10 @@ def create_sparse_training(
     eta: float = 2.0,
     regularizer: str = "hypersparse",
     input_shape: tuple[int, ...] | None = None,
+    count_rounding: str = "floor",
+    redistribution: str = "momentum",
+    art_buffer: int = 1,
+    art_restart: bool = True,
 ) -> SparseTraining:
     """Build the masks for `model` and apply them to its weights at once.
 
@@ -545,6 +764,10 @@ def create_sparse_training(
     _check_choice("drop_criterion", drop_criterion, tuple(DROP_CRITERIA))
     _check_choice("grow_criterion", grow_criterion, tuple(GROW_CRITERIA))
     _check_choice("regularizer", regularizer, REGULARIZERS)
+    _check_choice("count_rounding", count_rounding, COUNT_ROUNDINGS)
+    _check_choice("redistribution", redistribution, REDISTRIBUTIONS)
+    if not isinstance(art_buffer, numbers.Integral) or art_buffer < 0:
+        raise ValueError(f"art_buffer must be an int >= 0, got {art_buffer!r}")
     _check_fraction("regrowth_rate", regrowth_rate)
     _check_fraction("initial_sparsity", initial_sparsity, open_high=True)
     _check_fraction("momentum", momentum, open_high=True)
@@ -622,7 +845,6 @@ def create_sparse_training(
             weights,
             densities,
             topk_period=int(topk_period),
-            activation_density=1.0 - sparsity,
             **common,
         )
     elif definition.kind == "hypersparse":
@@ -639,6 +861,8 @@ def create_sparse_training(
             eta=float(eta),
             regularizer=regularizer,
             total_epochs=max(1, round(total_steps / steps_per)),
+            art_buffer=int(art_buffer),
+            art_restart=bool(art_restart),
             **common,
         )
     else:
@@ -663,6 +887,8 @@ def create_sparse_training(
             regrowth_rate=float(regrowth_rate),
             target_units=target_units,
             momentum=float(momentum),
+            count_rounding=count_rounding,
+            redistribution=redistribution,
             **common,
         )
     training.after_step()

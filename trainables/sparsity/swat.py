@@ -7,16 +7,27 @@ Every prunable layer runs through `SwatLinear` / `SwatConv2d` (torch.autograd.Fu
   input activations (by magnitude, over the layer's whole mini-batch input) that the forward
   saved, and *dense*: every weight, active or not, receives it, so dropped weights can return.
 
-The dense weights are kept and updated; the masks (the top-K) are recomputed after every
-optimizer step, or every `topk_period` steps, reusing each layer's weight and activation
-threshold in between (the paper's top-K threshold reuse). `distribution` uniform is SWAT-U,
-erk is SWAT-ERK (the weight densities; the activation density of every layer is
-1 - sparsity, as in the paper's SWAT-U / SWAT-ERK, which keep the activation sparsity
-uniform). Layers in `dense_first_last` stay dense in weights and activations.
+As the authors' code (AamirRaihan/SWAT, `SWAT-code/cifar10-100-code/custom_layers/`,
+`topk/drop.py`, `dynamic_sparsity.py`):
+
+- each layer keeps K = ceil(density_l * numel) weights and ceil(density_l * numel) input
+  activations, by threshold (|x| >= the K-th largest |x|, drop.py's matrix_drop /
+  drop_nhwc), where density_l is that layer's density: uniform for SWAT-U, the layer's ERK
+  density for SWAT-ERK (weights *and* activations);
+- `topk_period`: convolutions recompute the exact top-K every `topk_period` steps and reuse
+  each layer's weight and activation threshold in between; linear layers always take the exact
+  top-K (custom_linear.py has no threshold reuse).
+
+Where it differs from the authors' code: no `warmup` epochs of exact top-K before the reuse
+starts (the reuse starts at once); `dense_first_last` keeps the first and last layer dense in
+weights and activations, where the reference's erdos_renyi_kernel overwrites its
+sparsify_first/last_layer choice with an ERK density; the K-th largest value is found by
+selection (`masks.kth_largest`) rather than a sort, the same threshold.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -25,16 +36,18 @@ from torch import Tensor, nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from trainables.flops import swat_step_flops
-from trainables.sparsity.masks import prunable_layers, topk_mask
+from trainables.sparsity.masks import kth_largest, prunable_layers, topk_mask
 from trainables.sparsity.methods import SparseTraining
 
 
 class SwatLinear(torch.autograd.Function):
-    """y = x W_S^T + b; grad_x = grad_y W_S; grad_W = grad_y^T A_S (dense); A_S: sparse x."""
+    """y = x W_S^T + b; grad_x = grad_y W_S; grad_W = grad_y^T A_S (dense); A_S: sparse x.
+
+    `sparse_weight` is W masked (W_S, no graph); the weight gradient goes to `weight`. No
+    input gradient where the input needs none (the first layer), as autograd would skip it."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mask, x_sparse):
-        sparse_weight = weight * mask
+    def forward(ctx, x, weight, bias, sparse_weight, x_sparse):
         ctx.save_for_backward(x_sparse, sparse_weight)
         ctx.has_bias = bias is not None
         return F.linear(x, sparse_weight, bias)
@@ -42,7 +55,7 @@ class SwatLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x_sparse, sparse_weight = ctx.saved_tensors
-        grad_x = grad_out.matmul(sparse_weight)
+        grad_x = grad_out.matmul(sparse_weight) if ctx.needs_input_grad[0] else None
         out_features = grad_out.shape[-1]
         grad_w = (
             grad_out.reshape(-1, out_features).t().matmul(x_sparse.reshape(-1, x_sparse.shape[-1]))
@@ -55,8 +68,7 @@ class SwatConv2d(torch.autograd.Function):
     """The convolution analogue of `SwatLinear` (input and weight gradients by torch.nn.grad)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mask, x_sparse, stride, padding, dilation, groups):
-        sparse_weight = weight * mask
+    def forward(ctx, x, weight, bias, sparse_weight, x_sparse, stride, padding, dilation, groups):
         ctx.save_for_backward(x_sparse, sparse_weight)
         ctx.conf = (x.shape, stride, padding, dilation, groups, bias is not None)
         return F.conv2d(x, sparse_weight, bias, stride, padding, dilation, groups)
@@ -65,7 +77,11 @@ class SwatConv2d(torch.autograd.Function):
     def backward(ctx, grad_out):
         x_sparse, sparse_weight = ctx.saved_tensors
         x_shape, stride, padding, dilation, groups, has_bias = ctx.conf
-        grad_x = conv2d_input(x_shape, sparse_weight, grad_out, stride, padding, dilation, groups)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = conv2d_input(
+                x_shape, sparse_weight, grad_out, stride, padding, dilation, groups
+            )
         grad_w = conv2d_weight(
             x_sparse, sparse_weight.shape, grad_out, stride, padding, dilation, groups
         )
@@ -73,20 +89,23 @@ class SwatConv2d(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None, None, None, None
 
 
+def swat_keep_count(density: float, numel: int) -> int:
+    """drop.py's k = int(ceil(select_percentage * numel))."""
+    return max(1, min(numel, math.ceil(density * numel)))
+
+
 def topk_activations(x: Tensor, density: float) -> tuple[Tensor, Tensor]:
-    """(threshold, sparse x): exactly the round(density * numel) (at least 1) largest |x| kept
-    (ties broken by position; zeros are never counted as kept)."""
-    flat = x.detach().reshape(-1)
-    k = max(1, round(density * flat.numel()))
-    top = flat.abs().topk(k)
-    keep = torch.zeros_like(flat, dtype=torch.bool)
-    keep[top.indices] = True
-    return top.values[-1], (flat * (keep & (flat != 0))).view_as(x)
+    """(threshold, sparse x) as drop.py's drop_nhwc_send_th: threshold = the K-th largest |x|,
+    K = ceil(density * numel); every |x| >= threshold is kept (zeros stay zero)."""
+    x = x.detach()
+    magnitude = x.abs()
+    threshold = kth_largest(magnitude, swat_keep_count(density, x.numel()))
+    return threshold, x.masked_fill(magnitude < threshold, 0.0)
 
 
 def sparse_activations(x: Tensor, threshold: Tensor) -> Tensor:
     x = x.detach()
-    return x * ((x.abs() >= threshold) & (x != 0))
+    return x.masked_fill(x.abs() < threshold, 0.0)
 
 
 class SwatTraining(SparseTraining):
@@ -100,22 +119,30 @@ class SwatTraining(SparseTraining):
         densities: dict[str, float],
         *,
         topk_period: int,
-        activation_density: float,
         **common: Any,
     ) -> None:
         pattern = common["pattern"]
         self.densities = densities
         self.n_keep = {
-            name: max(1, round(densities[name] * pattern.n_units(tuple(w.shape))))
+            name: swat_keep_count(densities[name], pattern.n_units(tuple(w.shape)))
+            if pattern.kind == "unstructured"
+            else max(1, round(densities[name] * pattern.n_units(tuple(w.shape))))
             for name, w in weights.items()
+        }
+        self.is_conv = {
+            name: isinstance(module, nn.Conv2d) for name, module in prunable_layers(model).items()
         }
         masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
         super().__init__(method, weights, masks, **common)
         self.topk_period = topk_period
         self.weight_thresholds: dict[str, Tensor] = {}
+        # name -> ((weight version, mask version, mask id), W * mask), see sparse_weight
+        self._sparse_weights: dict[str, tuple[tuple[int, int, int], Tensor]] = {}
         self.activation_thresholds: dict[str, Tensor] = {}
+        # The reference top-Ks each layer's activations at that layer's own density (SWAT-ERK:
+        # its ERK density), not at the global 1 - sparsity.
         self.target_activation_density = {
-            name: 1.0 if densities[name] >= 1.0 else activation_density for name in weights
+            name: 1.0 if densities[name] >= 1.0 else densities[name] for name in weights
         }
         # The activation density the last training forward kept, per layer (for FLOPs).
         self.activation_density = dict(self.target_activation_density)
@@ -127,26 +154,49 @@ class SwatTraining(SparseTraining):
 
     # --- masks ---------------------------------------------------------------------
     @torch.no_grad()
-    def recompute_masks(self) -> None:
-        """Exact top-K per layer; remembers each layer's threshold for reuse."""
-        for name, weight in self.weights.items():
+    def recompute_masks(self, names: list[str] | None = None) -> None:
+        """Exact top-K of the layers `names` (default all); remembers each threshold for reuse."""
+        for name in self.weights if names is None else names:
             if self.densities[name] >= 1.0:
                 continue
-            mask = topk_mask(weight.abs(), self.n_keep[name], self.pattern)
-            self.masks[name].copy_(mask)
-            # the smallest kept |w| (no boolean indexing: no device sync)
-            self.weight_thresholds[name] = weight.abs().masked_fill(~mask, torch.inf).min()
+            weight = self.weights[name]
+            magnitude = weight.detach().abs()
+            if self.pattern.kind == "unstructured":
+                threshold = kth_largest(magnitude, self.n_keep[name])
+                mask = self.masks[name]
+                torch.ge(magnitude, threshold, out=mask)  # in place: references stay valid
+            else:
+                mask = topk_mask(magnitude, self.n_keep[name], self.pattern)
+                self.masks[name].copy_(mask)
+                threshold = magnitude.masked_fill(~mask, torch.inf).min()
+            self.weight_thresholds[name] = threshold
         self.masks_changed()
 
     @torch.no_grad()
+    def sparse_weight(self, name: str) -> Tensor:
+        """W * mask for the forward (no graph), made once per (weight, mask) version: the
+        weights and masks change after the optimizer step and stay until the next forward."""
+        weight, mask = self.weights[name], self.masks[name]
+        key = (weight._version, mask._version, id(mask))
+        cached = self._sparse_weights.get(name)
+        if cached is None or cached[0] != key:
+            cached = (key, weight.detach().masked_fill(~mask, 0.0))
+            self._sparse_weights[name] = cached
+        return cached[1]
+
+    @torch.no_grad()
     def after_step(self) -> None:
-        """Dense weights stay; the top-K follows them: recomputed every topk_period steps,
-        else (unstructured) the layer's last threshold is reused."""
+        """Dense weights stay; the top-K follows them: exact every topk_period steps; in
+        between, convolutions reuse their last threshold (unstructured) or mask, linear layers
+        stay exact."""
         if self._next_step % self.topk_period == 0:
             self.recompute_masks()
-        elif self.pattern.kind == "unstructured":
+            return
+        self.recompute_masks([name for name in self.weights if not self.is_conv[name]])
+        if self.pattern.kind == "unstructured":
             for name, threshold in self.weight_thresholds.items():
-                self.masks[name].copy_(self.weights[name].abs() >= threshold)
+                if self.is_conv[name]:
+                    self.masks[name].copy_(self.weights[name].abs() >= threshold)
             self.masks_changed()
 
     @torch.no_grad()
@@ -173,19 +223,18 @@ class SwatTraining(SparseTraining):
         training = self
 
         def forward(x: Tensor) -> Tensor:
-            mask = training.masks[name]
+            sparse_weight = training.sparse_weight(name)
             if not (module.training and torch.is_grad_enabled()):
-                weight = module.weight * mask
                 if isinstance(module, nn.Conv2d):
-                    return module._conv_forward(x, weight, module.bias)
-                return F.linear(x, weight, module.bias)
+                    return module._conv_forward(x, sparse_weight, module.bias)
+                return F.linear(x, sparse_weight, module.bias)
             x_sparse = training._sparse_input(name, x)
             if isinstance(module, nn.Conv2d):
                 return SwatConv2d.apply(
-                    x, module.weight, module.bias, mask, x_sparse, module.stride,
+                    x, module.weight, module.bias, sparse_weight, x_sparse, module.stride,
                     module.padding, module.dilation, module.groups,
                 )  # fmt: skip
-            return SwatLinear.apply(x, module.weight, module.bias, mask, x_sparse)
+            return SwatLinear.apply(x, module.weight, module.bias, sparse_weight, x_sparse)
 
         module.forward = forward
 
@@ -197,12 +246,13 @@ class SwatTraining(SparseTraining):
             return x.detach()
         calls = self._forwards[name]
         self._forwards[name] = calls + 1
-        if calls % self.topk_period == 0 or name not in self.activation_thresholds:
+        exact = not self.is_conv[name] or calls % self.topk_period == 0
+        if exact or name not in self.activation_thresholds:
             threshold, x_sparse = topk_activations(x, density)
             self.activation_thresholds[name] = threshold
         else:
             x_sparse = sparse_activations(x, self.activation_thresholds[name])
-        self.activation_density[name] = int((x_sparse != 0).sum()) / x.numel()
+        self.activation_density[name] = int(torch.count_nonzero(x_sparse)) / x.numel()
         return x_sparse
 
     def state_dict(self) -> dict[str, Any]:
