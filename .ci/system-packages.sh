@@ -1,12 +1,13 @@
 #!/bin/sh
-# Debian packages the watching tests need (issue 18): a headless Chromium for the browser
-# tests (optuna-dashboard, report.html) and Prometheus for the metrics test. Installs only
+# Debian packages the tests need: a headless Chromium for the browser tests
+# (optuna-dashboard, report.html), Prometheus for the metrics test, shellcheck for uvrun. Installs only
 # what is missing; where it cannot (no root, no apt, no network) it says so and exits 0: the
 # tests that need them then skip with a reason.
 set -u
 need=""
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
 command -v prometheus >/dev/null 2>&1 || need="$need prometheus"
+command -v shellcheck >/dev/null 2>&1 || need="$need shellcheck"  # tests/test_uvrun.py
 [ -z "$need" ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "system-packages: no apt-get; missing:$need (their tests will skip)" >&2
