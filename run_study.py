@@ -13,6 +13,9 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
+
+from contract.errors import ConfigError  # light: the results commands don't load torch
 
 LAYER_TABLE_COLUMNS = [
     "trial_id", "config/method", "config/sparsity", "config/distribution",
@@ -237,7 +240,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     print(f"  entrypoint: {sub.entrypoint}")
     print(f"  follow its logs: ray job logs --follow --address {sub.address} {sub.job_id}")
     print(f"  its state:       run_study.py status --address {sub.address}")
-    print(f"  stop it:         ray job stop --address {sub.address} {sub.job_id}")
+    print(f"  its output:      run_study.py logs {sub.job_id} --address {sub.address}")
+    print(f"  stop it:         run_study.py stop {sub.job_id} --address {sub.address}")
     if not args.wait:
         return 0
     status = wait_for_job(args.address, sub.job_id)
@@ -246,20 +250,84 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from results.tables import format_table
-    from tuner.cluster import job_logs, study_jobs
-
-    if args.job:
-        print(job_logs(args.address, args.job), end="")
-        return 0
-    rows = study_jobs(args.address)
-    if not rows:
-        print(f"no studies on the cluster at {args.address}")
-        return 0
     import pandas as pd
 
-    print(format_table(pd.DataFrame(rows), list(rows[0])))
+    from results.status import list_study_dirs, study_progress
+    from results.tables import format_table
+
+    if args.job:  # kept for scripts: the same as `logs JOB --address ... --no-follow`
+        from tuner.cluster import job_logs
+
+        print(job_logs(args.address, args.job), end="")
+        return 0
+    if args.address:
+        from tuner.cluster import study_jobs
+
+        rows = study_jobs(args.address)
+        if not rows:
+            print(f"no studies on the cluster at {args.address}")
+            return 0
+        for row in rows:  # progress from the study's Parquet, where this machine can read it
+            # (a relative storage is relative to the job's working dir on the head: not here)
+            study_dir = Path(row["storage"] or "runs") / row["study"]
+            if study_dir.is_absolute() and study_dir.is_dir():
+                progress = study_progress(study_dir)
+                row.update({k: v for k, v in progress.items() if k not in ("study", "state")})
+    else:
+        dirs = (
+            [Path(args.storage) / name for name in args.names]
+            if args.names
+            else list_study_dirs(args.storage)
+        )
+        missing = [d for d in dirs if not d.is_dir()]
+        if missing:
+            raise ConfigError(f"no study {missing[0].name!r}: {missing[0]} does not exist")
+        if not dirs:
+            print(f"no studies in {args.storage}")
+            return 0
+        rows = [study_progress(d) for d in dirs]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    print(format_table(pd.DataFrame(rows), columns))
     return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from tuner.lifecycle import stop_job, stop_local
+
+    if args.address:
+        print(stop_job(args.address, args.job, args.timeout))
+    else:
+        study_dir = Path(args.storage) / args.job
+        if not study_dir.is_dir():
+            raise ConfigError(
+                f"no study {args.job!r} in {args.storage} (a Ray Job id needs --address)"
+            )
+        print(stop_local(study_dir, args.timeout))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from tuner.lifecycle import follow_job, follow_local
+
+    try:
+        if args.address:
+            follow_job(args.address, args.job, follow=not args.no_follow)
+        else:
+            study_dir = Path(args.storage) / args.job
+            if not study_dir.is_dir():
+                raise ConfigError(
+                    f"no study {args.job!r} in {args.storage} (a Ray Job id needs --address)"
+                )
+            follow_local(study_dir, follow=not args.no_follow)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from tuner.dashboard import serve_dashboard
+
+    return serve_dashboard(args.name, args.storage, args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,6 +447,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(func=cmd_report)
 
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="optuna-dashboard on a study's Optuna journal (live while it runs)",
+        description="Serve optuna-dashboard on <storage>/<name>/optuna-journal.log, bound to "
+        "127.0.0.1: each search seed is an Optuna study <name>/seed-<n> with its objectives' "
+        "names, Pareto front, hypervolume history and parameter importances. Prints the URL.",
+    )
+    dashboard.add_argument("name", help="study name: the folder <storage>/<name>")
+    dashboard.add_argument("--storage", default="runs", help=storage_help)
+    dashboard.add_argument(
+        "--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free one, printed)"
+    )
+    dashboard.set_defaults(func=cmd_dashboard)
+
     address_help = "the head's dashboard (Jobs API) address, e.g. http://127.0.0.1:8265"
     submit = sub.add_parser(
         "submit",
@@ -401,13 +483,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser(
         "status",
-        help="the studies on a Ray cluster and their state",
-        description="List the studies submitted to a Ray cluster (Ray Jobs) and their state; "
-        "--job prints one job's logs.",
+        help="each study's progress: counts, budget, hypervolume, best values, time left",
+        description="Each study's progress from its Parquet and driver record: state "
+        "(running / ended / interrupted), completed / failed / stopped of the budget, the "
+        "hypervolume and best value per objective so far, elapsed and remaining time. Local "
+        "studies under --storage (all, or the NAMEs); with --address, the studies submitted "
+        "to that cluster (Ray Jobs), with their progress where their storage is readable here.",
     )
-    status.add_argument("--address", required=True, help=address_help)
-    status.add_argument("--job", default=None, help="print this job's logs instead")
+    status.add_argument("names", nargs="*", metavar="NAME", help="local studies (default: all)")
+    status.add_argument("--storage", default="runs", help=storage_help)
+    status.add_argument("--address", default=None, help=address_help)
+    status.add_argument("--job", default=None, help="print this job's logs instead (see logs)")
     status.set_defaults(func=cmd_status)
+
+    timeout_help = "seconds to wait for the driver to exit (default 120)"
+    stop = sub.add_parser(
+        "stop",
+        help="stop a running study so that `resume` can continue it",
+        description="Stop a running study: a local one (NAME) by SIGINT to its driver, which "
+        "saves Tune's experiment state and ends its trials; a submitted one (a Ray Job id, "
+        "with --address) through the Jobs API. The Parquet stays consistent; `resume NAME` "
+        "continues the study.",
+    )
+    stop.add_argument("job", metavar="JOB", help="a local study's name, or a Ray Job id")
+    stop.add_argument("--storage", default="runs", help=storage_help)
+    stop.add_argument("--address", default=None, help=address_help + " (for a Ray Job)")
+    stop.add_argument("--timeout", type=float, default=120.0, help=timeout_help)
+    stop.set_defaults(func=cmd_stop)
+
+    logs = sub.add_parser(
+        "logs",
+        help="follow a study's output",
+        description="Print a study's output and follow it until the study ends (Ctrl-C "
+        "leaves): a local study's progress.log (NAME), or a Ray Job's logs (JOB, with "
+        "--address).",
+    )
+    logs.add_argument("job", metavar="JOB", help="a local study's name, or a Ray Job id")
+    logs.add_argument("--storage", default="runs", help=storage_help)
+    logs.add_argument("--address", default=None, help=address_help + " (for a Ray Job)")
+    logs.add_argument("--no-follow", action="store_true", help="print what is there and exit")
+    logs.set_defaults(func=cmd_logs)
     return parser
 
 

@@ -36,6 +36,7 @@ BENCHMARKS = {
     "methods_digits": [],
     "optimizers_digits": [],
     "gpu_packing": [],
+    "journal_cost": [],
     "mo_early_stopping": [],
 }
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"

@@ -102,6 +102,8 @@ def report_command(name: str, storage: str = "runs", objectives: list[str] | Non
         print(f"hypervolume of the completed trials: {report.hypervolume:.6g}")
     print(f"layer 1: {len(report.layer1)} trials")
     print(f"report: {report.path}")
+    if report.html is not None:
+        print(f"interactive: {report.html}")
     for plot in report.plots:
         print(f"  {plot}")
     return 0

@@ -46,6 +46,7 @@ METHOD, SPARSITY, SEED = "config/method", "config/sparsity", "seed"
 class Report:
     path: Path
     plots: list[Path] = field(default_factory=list)
+    html: Path | None = None  # the interactive report.html
     hypervolume: float | None = None
     layer1: pd.DataFrame | None = None
 
@@ -258,6 +259,7 @@ def write_report(
     md += stopped_section(trials, objectives)
 
     md += ["", "## Hypervolume", ""]
+    history = None
     if len(ranked) and len(objectives) <= MAX_EXACT_OBJECTIVES:
         reference = reference_point(ranked, objectives)
         history = hypervolume_history(trials, objectives, reference)
@@ -305,6 +307,17 @@ def write_report(
         title = f"{name}: {metric} against sparsity"
         report.plots.append(plot_accuracy_vs_sparsity(done, out_dir / ACCURACY_PLOT, metric, title))
         md += ["", f"![{metric} against sparsity]({ACCURACY_PLOT})"]
+
+    from contract.columns import REPORT_HTML
+    from results.report_html import write_html_report
+
+    facts = [f"kind: {kind}", f"trials: {len(trials)} ({status_text or 'no status'})"]
+    facts += [f"objectives: {', '.join(f'{o} ({m})' for o, m in objectives.items())}"]
+    facts += [line.removeprefix("- ").replace("`", "") for line in _provenance_lines(metadata)]
+    report.html = write_html_report(
+        out_dir / REPORT_HTML, name, trials, ranked, objectives, history, facts
+    )
+    md += ["", f"Interactive version (hover, click, sort): [{REPORT_HTML}]({REPORT_HTML})."]
 
     text = "\n".join(md) + "\n"
     temp = report.path.with_name(f".{REPORT}.tmp")

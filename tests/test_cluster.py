@@ -220,7 +220,9 @@ def study_metrics(text: str, study: str) -> dict[str, float]:
     for line in text.splitlines():
         match = re.match(r"(ray_sparsetune_\w+)\{([^}]*)\}\s+(\S+)", line)
         if match and f'study="{study}"' in match.group(2):
-            values[match.group(1)] = float(match.group(3))
+            objective = re.search(r'objective="(\w+)"', match.group(2))  # one per objective
+            key = f"{match.group(1)}/{objective.group(1)}" if objective else match.group(1)
+            values[key] = float(match.group(3))
     return values
 
 
@@ -307,7 +309,11 @@ def test_study_as_ray_job_on_two_nodes(cluster, tmp_path):
     assert seen.get("ray_sparsetune_trials_finished_total") == 6
     assert seen.get("ray_sparsetune_trials_failed_total", 0) == diverged
     best = trials["val_error"].min()
-    assert seen["ray_sparsetune_best_objective"] == pytest.approx(best, rel=1e-6)
+    assert seen["ray_sparsetune_best_objective/val_error"] == pytest.approx(best, rel=1e-6)
+    done = trials[trials["status"] == "completed"]
+    assert seen["ray_sparsetune_best_objective/inference_flops"] == pytest.approx(
+        done["inference_flops"].min(), rel=1e-6
+    )
     assert seen["ray_sparsetune_hypervolume"] > 0
     assert seen["ray_sparsetune_trials_per_minute"] > 0
 
@@ -316,6 +322,16 @@ def test_study_as_ray_job_on_two_nodes(cluster, tmp_path):
     print(status_out.stdout)
     line = next(ln for ln in status_out.stdout.splitlines() if job_id in ln)
     assert name in line and "SUCCEEDED" in line
+    # its progress from the Parquet (the storage is readable here): all 6 of a budget of 6
+    counts = re.search(r"successfully\.\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s", line)
+    assert counts, status_out.stdout
+    completed_n, failed_n, stopped_n, budget = map(int, counts.groups())
+    assert (completed_n + failed_n, stopped_n, budget) == (6, 0, 6), line
+
+    # `logs JOB` follows the job's output to its end (here: already ended, so it returns)
+    logs = cli(cluster, "logs", job_id, "--address", cluster.dashboard)
+    assert logs.returncode == 0, logs.stderr
+    assert "[6/6]" in logs.stdout and f"study {name!r}" in logs.stdout, logs.stdout[-2000:]
 
     # the CLI without the token: refused with a message, not a traceback
     no_token = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}

@@ -272,3 +272,9 @@ def test_killed_driver_resumes_to_exactly_the_budget(tmp_path):
     assert set(after["status"]) == {"completed"}
     kept = set(before["trial_id"]) & set(after["trial_id"])
     assert len(kept) >= len(before) - 2  # at most the trials of Tune's last second rerun
+    # the Optuna journal (optuna-dashboard's view) holds every trial once, the Parquet's
+    from tuner.journal import TUNE_TRIAL_ATTR, journal_path, journal_trials
+
+    journal = journal_trials(journal_path(tmp_path / "killed"), "killed/seed-1")
+    ids = [t.user_attrs[TUNE_TRIAL_ATTR] for t in journal]
+    assert len(ids) == len(set(ids)) == trials and set(ids) == set(after["trial_id"])

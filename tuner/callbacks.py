@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -15,7 +17,9 @@ from ray.tune import Callback
 
 from contract.columns import COMPLETED, STOPPED
 from results.parquet import HISTORY, TRIALS, upsert_rows
+from results.status import read_driver, write_driver
 from search_spaces import SearchSpace
+from tuner.lifecycle import append_log, trial_count
 from tuner.schedulers import result_epoch
 from tuner.searchers import objective_values, stopped_early
 
@@ -325,12 +329,12 @@ class ProgressReporter(Callback):
         why = ""
         if status == "failed":  # why, in the error's first line (the Parquet has it whole)
             why = "  " + first_line(failure_reason(trial, self.objectives, errored))
-        print(
+        line = (
             f"{self.label}[{self.done:>{width}}/{self.total}] {status:<9} {knobs:<24} {objectives}"
-            f"  ({duration(elapsed)}, ~{duration(left)} left){why}",
-            file=sys.stdout,  # looked up at call time: Tune pickles its callbacks
-            flush=True,
+            f"  ({duration(elapsed)}, ~{duration(left)} left){why}"
         )
+        print(line, file=sys.stdout, flush=True)  # sys.stdout at call time: Tune pickles us
+        append_log(self.study_dir, line)  # what `run_study.py logs NAME` follows
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         status = trial_status(trial.last_result, self.objectives, False, self.budget)
@@ -380,3 +384,43 @@ class RelayInterrupt(Callback):
         from tuner.interrupt import Interrupts
 
         self.interrupts = Interrupts()
+
+
+class DriverRecord(Callback):
+    """Keeps driver.json up to date: which process drives the study, since when, its budget."""
+
+    def __init__(
+        self, study_dir: Path, study: str, budget: int, search_trials: int, last_search: bool
+    ):
+        self.study_dir, self.study, self.budget = Path(study_dir), study, budget
+        self.search_trials, self.last_search = search_trials, last_search
+
+    def setup(self, **info):
+        old = read_driver(self.study_dir)
+        same_driver = old.get("pid") == os.getpid() and old.get("host") == socket.gethostname()
+        now = time.time()
+        done = trial_count(self.study_dir)
+        record = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "state": "running",
+            "study": self.study,
+            "budget": self.budget,
+            "started_at": old.get("started_at") or now,  # the study's first start
+            "resumed_at": old.get("resumed_at", now) if same_driver else now,
+            "done_at_resume": old.get("done_at_resume", done) if same_driver else done,
+        }
+        write_driver(self.study_dir, record)
+        if not same_driver:
+            append_log(self.study_dir, f"driver pid {os.getpid()} on {record['host']} started")
+
+    def on_experiment_end(self, trials, **info):
+        # Tune calls this after a Ctrl-C too: only a search whose trials all ended is done.
+        ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        finished = ended >= self.search_trials and ended == len(trials)
+        if finished and not self.last_search:
+            return
+        state = "ended" if finished else "interrupted"
+        record = read_driver(self.study_dir)
+        write_driver(self.study_dir, {**record, "state": state, "ended_at": time.time()})
+        append_log(self.study_dir, f"driver pid {os.getpid()}: study {state}")

@@ -9,7 +9,8 @@ study's name. Prometheus names get Ray's ``ray_`` prefix (counters also ``_total
 |---|---|---|
 | `ray_sparsetune_trials_finished_total` | counter | trials ended (any status) |
 | `ray_sparsetune_trials_failed_total` | counter | trials that errored or diverged |
-| `ray_sparsetune_best_objective` | gauge | best first objective so far (tag `objective`) |
+| `ray_sparsetune_trials_stopped_total` | counter | trials stopped early by the scheduler |
+| `ray_sparsetune_best_objective` | gauge | best value so far of each objective (tag `objective`) |
 | `ray_sparsetune_hypervolume` | gauge | hypervolume of the completed trials so far |
 | `ray_sparsetune_trials_per_minute` | gauge | finished trials per minute since the search began |
 """
@@ -24,9 +25,11 @@ import pandas as pd
 from ray.tune import Callback
 
 from contract.columns import COMPLETED, STOPPED
+from contract.metrics import STUDY_METRICS
 from tuner.callbacks import trial_status
 
 TAG_KEYS = ("study",)
+METRIC_NAMES = STUDY_METRICS  # contract.metrics owns the names
 
 
 class StudyMetrics(Callback):
@@ -38,6 +41,7 @@ class StudyMetrics(Callback):
         self.objectives = dict(objectives)
         self.finished = 0
         self.failed = 0
+        self.stopped = 0
         self.points: list[dict[str, float]] = []  # objective values of completed trials
         self.start = time.monotonic()
         self._metrics: dict[str, Any] | None = None
@@ -53,37 +57,40 @@ class StudyMetrics(Callback):
             from ray.util.metrics import Counter, Gauge
 
             tags = {"study": self.study}
-            first = next(iter(self.objectives))
             self._metrics = {
                 "finished": Counter(
-                    "sparsetune_trials_finished",
+                    METRIC_NAMES["finished"],
                     description="Trials of the study that ended (any status).",
                     tag_keys=TAG_KEYS,
                 ),
                 "failed": Counter(
-                    "sparsetune_trials_failed",
+                    METRIC_NAMES["failed"],
                     description="Trials of the study that failed or diverged.",
                     tag_keys=TAG_KEYS,
                 ),
+                "stopped": Counter(
+                    METRIC_NAMES["stopped"],
+                    description="Trials of the study stopped early by the scheduler.",
+                    tag_keys=TAG_KEYS,
+                ),
                 "best": Gauge(
-                    "sparsetune_best_objective",
-                    description="Best value so far of the study's first objective.",
+                    METRIC_NAMES["best"],
+                    description="Best value so far of each of the study's objectives.",
                     tag_keys=(*TAG_KEYS, "objective"),
                 ),
                 "hypervolume": Gauge(
-                    "sparsetune_hypervolume",
+                    METRIC_NAMES["hypervolume"],
                     description="Hypervolume of the study's completed trials so far.",
                     tag_keys=TAG_KEYS,
                 ),
                 "rate": Gauge(
-                    "sparsetune_trials_per_minute",
+                    METRIC_NAMES["rate"],
                     description="Finished trials per minute since the search began.",
                     tag_keys=TAG_KEYS,
                 ),
             }
             for metric in self._metrics.values():
                 metric.set_default_tags(tags)
-            self._best_tags = {"study": self.study, "objective": first}
         return self._metrics
 
     def setup(self, **info):
@@ -97,11 +104,17 @@ class StudyMetrics(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._record(trial, errored=True)
 
+    def best_values(self) -> dict[str, float]:
+        """Best value so far per objective (NaN before the first completed trial)."""
+        best = {}
+        for name, mode in self.objectives.items():
+            values = [p[name] for p in self.points]
+            best[name] = (min(values) if mode == "min" else max(values)) if values else math.nan
+        return best
+
     def snapshot(self) -> dict[str, float]:
         """The values published last (also what the tests check without a metrics agent)."""
-        first, mode = next(iter(self.objectives.items()))
-        values = [p[first] for p in self.points]
-        best = (min(values) if mode == "min" else max(values)) if values else math.nan
+        best = self.best_values()[next(iter(self.objectives))]
         hypervolume = 0.0
         if self.points:
             from results.hypervolume import hypervolume as volume
@@ -114,6 +127,7 @@ class StudyMetrics(Callback):
         return {
             "finished": float(self.finished),
             "failed": float(self.failed),
+            "stopped": float(self.stopped),
             "best": best,
             "hypervolume": hypervolume,
             "rate": self.finished / minutes,
@@ -124,15 +138,19 @@ class StudyMetrics(Callback):
         self.finished += 1
         metrics = self._handles()
         metrics["finished"].inc(1.0)
-        if status == COMPLETED:
-            result = trial.last_result or {}
-            self.points.append({m: float(result[m]) for m in self.objectives})
-        elif status != STOPPED:  # stopped early by the scheduler: not failed, not on the front
+        if status == STOPPED:  # stopped early by the scheduler: not failed, not on the front
+            self.stopped += 1
+            metrics["stopped"].inc(1.0)
+        elif status != COMPLETED:
             self.failed += 1
             metrics["failed"].inc(1.0)
+        else:
+            result = trial.last_result or {}
+            self.points.append({m: float(result[m]) for m in self.objectives})
         values = self.snapshot()
-        if not math.isnan(values["best"]):
-            metrics["best"].set(values["best"], tags=self._best_tags)
+        for name, best in self.best_values().items():
+            if not math.isnan(best):
+                metrics["best"].set(best, tags={"study": self.study, "objective": name})
         if not math.isnan(values["hypervolume"]):
             metrics["hypervolume"].set(values["hypervolume"])
         metrics["rate"].set(values["rate"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import pickle
+import sys
 from typing import Any
 
 import optuna
@@ -80,6 +81,7 @@ class MultiObjectiveOptunaSearch(OptunaSearch):
     ):
         super().__init__(*args, **kwargs)
         self.constraints = list(constraints or [])
+        self.journal = None  # a tuner.journal.JournalRecorder: told trials for optuna-dashboard
         self.budget = budget  # epochs of a full trial under early stopping, else None
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
@@ -98,6 +100,11 @@ class MultiObjectiveOptunaSearch(OptunaSearch):
             else:
                 self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
         self._completed_trials.add(trial_id)
+        if getattr(self, "journal", None) is not None:  # searchers pickled before it: none
+            try:
+                self.journal.record(self._ot_study._storage.get_trial(ot_trial._trial_id), trial_id)
+            except OSError as err:  # the dashboard's record: never a reason to stop the study
+                print(f"warning: optuna journal not written ({err})", file=sys.stderr)
 
     @property
     def optuna_study(self) -> optuna.Study:

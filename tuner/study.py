@@ -379,7 +379,14 @@ def _run_study(
     from ray.tune.logger import JsonLoggerCallback
 
     from trainables.datasets import load_dataset
-    from tuner.callbacks import ParquetWriter, ProgressReporter, RelayInterrupt, TrialStarted
+    from tuner.callbacks import (
+        DriverRecord,
+        ParquetWriter,
+        ProgressReporter,
+        RelayInterrupt,
+        TrialStarted,
+    )
+    from tuner.journal import attach_journal, locate_journal, reconcile_with_tune
     from tuner.kinds import plan_searches
     from tuner.monitoring import StudyMetrics
     from tuner.schedulers import create_scheduler, forget_unknown_trials, point_scheduler_at
@@ -485,13 +492,17 @@ def _run_study(
                 budget=epoch_budget,
             ),
             StudyMetrics(spec.name, spec.objectives, epoch_budget),  # dashboard metrics
+            DriverRecord(study_dir, spec.name, total, search.num_samples, i == len(searches) - 1),
             *([UploadStudyFiles(study_dir, uri)] if uri else []),
             *callbacks,
         ]
+        # the journal is where the study is now (a restored searcher holds the old path)
+        locate_journal(spec.name, search.search_seed, study_dir)
         if resume and tune.Tuner.can_restore(experiment_dir):
             dropped = reconcile_with_experiment(study_dir, experiment_dir, search.search_seed)
             if dropped:
                 print(f"  {dropped} finished trials after Tune's last save will run again")
+            reconcile_with_tune(study_dir, spec.name, search.search_seed, experiment_dir)
             if spec.scheduler.early_stopping and not uri:
                 forget_unknown_trials(experiment_dir, known_trial_ids(experiment_dir))
             tuner = tune.Tuner.restore(
@@ -503,6 +514,9 @@ def _run_study(
             # Likewise the scheduler's rung records: read them from where the study is now.
             point_scheduler_at(tuner, None if uri else experiment_dir)
         else:
+            attach_journal(
+                search.searcher, study_dir, spec.name, search.search_seed, spec.objectives
+            )
             tuner = tune.Tuner(
                 trainable,
                 param_space=search.param_space,
