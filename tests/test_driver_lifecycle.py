@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-import run_study
 from results.parquet import read_table
 from tuner.lock import lock_path
 
@@ -190,13 +189,20 @@ def test_ctrl_c_pauses_every_seed_and_a_moved_copy_resumes_in_place(tmp_path, ca
     assert snapshot(storage) == original  # the original study: not one byte written
 
     # trials.parquet deleted: `resume` says so (Tune knows 8 finished trials), before Ray
-    import ray
-
+    # starts (checked in a fresh interpreter: this one may hold the suite's shared Ray)
     (moved / "paused" / "trials.parquet").unlink()
-    capsys.readouterr()
-    code = run_study.main(["resume", "paused", "--storage", str(moved), "--no-dashboard"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and not ray.is_initialized()
+    probe = (
+        "import sys, run_study\n"
+        f"code = run_study.main(['resume', 'paused', '--storage', {str(moved)!r}, "
+        "'--no-dashboard'])\n"
+        "ray = sys.modules.get('ray')\n"
+        "sys.exit(99 if ray is not None and ray.is_initialized() else code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    code, err = done.returncode, done.stderr.strip()
+    assert code == 2, (code, err)
     assert err.startswith(
         f"error: {moved / 'paused' / 'trials.parquet'} is missing although 8 trials finished; "
         "restore it from a backup, or rerun the study"
