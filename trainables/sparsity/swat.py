@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -97,15 +98,59 @@ def swat_keep_count(density: float, numel: int) -> int:
 def topk_activations(x: Tensor, density: float) -> tuple[Tensor, Tensor]:
     """(threshold, sparse x) as drop.py's drop_nhwc_send_th: threshold = the K-th largest |x|,
     K = ceil(density * numel); every |x| >= threshold is kept (zeros stay zero)."""
+    threshold, x_sparse, _ = topk_activations_counted(x, density)
+    return threshold, x_sparse
+
+
+def topk_activations_counted(x: Tensor, density: float) -> tuple[Tensor, Tensor, int | None]:
+    """`topk_activations` and, where known for free, the number of non-zeros it kept (else
+    None). On a CPU (float32/64) the |x| buffer is partitioned in place (no copy) and the mask
+    is one fused pass (`_keep_at_least`)."""
     x = x.detach()
-    magnitude = x.abs()
-    threshold = kth_largest(magnitude, swat_keep_count(density, x.numel()))
-    return threshold, x.masked_fill(magnitude < threshold, 0.0)
+    k = swat_keep_count(density, x.numel())
+    if not _fast_path(x):
+        magnitude = x.abs()
+        threshold = kth_largest(magnitude, k)
+        return threshold, x.masked_fill(magnitude < threshold, 0.0), None
+    threshold, kept = _select_in_place(x.abs().reshape(-1).numpy(), k)
+    if not threshold > 0:  # 0 (or NaN): everything is kept (the masked_fill's copy of x)
+        return torch.tensor(threshold, dtype=x.dtype), x.clone(), None
+    return torch.tensor(threshold, dtype=x.dtype), _keep_at_least(x, threshold), kept
 
 
 def sparse_activations(x: Tensor, threshold: Tensor) -> Tensor:
     x = x.detach()
+    if _fast_path(x) and threshold.item() > 0:
+        return _keep_at_least(x, threshold.item())
     return x.masked_fill(x.abs() < threshold, 0.0)
+
+
+def _fast_path(x: Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
+def _select_in_place(flat: np.ndarray, k: int) -> tuple[float, int]:
+    """(the k-th largest of `flat`, how many are >= it), partitioning `flat` in place: numpy's
+    introselect as `masks.kth_largest`, without its copy. The count comes from the partition:
+    k, plus the ties left of the boundary (only looked for when the left part reaches it)."""
+    n = flat.size
+    flat.partition(n - k)
+    threshold = flat[n - k]
+    left = flat[: n - k]
+    kept = k
+    if left.size and left.max() >= threshold:
+        kept += int(np.count_nonzero(left == threshold))
+    return float(threshold), kept
+
+
+def _keep_at_least(x: Tensor, threshold: float) -> Tensor:
+    """x where |x| >= threshold, else 0 (threshold > 0): x.masked_fill(x.abs() < threshold, 0)
+    bit for bit, as one vectorized pass instead of three (abs, compare, masked fill; about 20x
+    faster on a CPU). hardshrink keeps |x| > lambd; lambd is the largest value of x's dtype
+    below the threshold, so |x| > lambd is |x| >= threshold exactly (NaN is kept by both)."""
+    t = torch.tensor(threshold, dtype=x.dtype)
+    below = torch.nextafter(t, torch.zeros((), dtype=x.dtype)).item()
+    return F.hardshrink(x, below)
 
 
 class SwatTraining(SparseTraining):
@@ -133,6 +178,9 @@ class SwatTraining(SparseTraining):
             name: isinstance(module, nn.Conv2d) for name, module in prunable_layers(model).items()
         }
         masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
+        # name -> active weights, known from the top-K's selection (no count over the mask);
+        # kept across SWAT's own per-step mask changes, dropped by `masks_changed()`.
+        self._weight_nnz: dict[str, int] = {}
         super().__init__(method, weights, masks, **common)
         self.topk_period = topk_period
         self.weight_thresholds: dict[str, Tensor] = {}
@@ -156,21 +204,64 @@ class SwatTraining(SparseTraining):
     @torch.no_grad()
     def recompute_masks(self, names: list[str] | None = None) -> None:
         """Exact top-K of the layers `names` (default all); remembers each threshold for reuse."""
+        counts: dict[str, int | None] = {}
         for name in self.weights if names is None else names:
             if self.densities[name] >= 1.0:
                 continue
-            weight = self.weights[name]
-            magnitude = weight.detach().abs()
-            if self.pattern.kind == "unstructured":
+            weight = self.weights[name].detach()
+            magnitude = weight.abs()
+            if self.pattern.kind == "unstructured" and _fast_path(weight):
+                value, kept = _select_in_place(
+                    magnitude.reshape(-1).numpy().copy(), self.n_keep[name]
+                )
+                threshold = torch.tensor(value, dtype=weight.dtype)
+                counts[name] = self._mask_at(name, magnitude, threshold, kept)
+            elif self.pattern.kind == "unstructured":
                 threshold = kth_largest(magnitude, self.n_keep[name])
-                mask = self.masks[name]
-                torch.ge(magnitude, threshold, out=mask)  # in place: references stay valid
+                torch.ge(magnitude, threshold, out=self.masks[name])  # references stay valid
+                counts[name] = None
             else:
                 mask = topk_mask(magnitude, self.n_keep[name], self.pattern)
                 self.masks[name].copy_(mask)
                 threshold = magnitude.masked_fill(~mask, torch.inf).min()
+                counts[name] = None
             self.weight_thresholds[name] = threshold
-        self.masks_changed()
+        self._masks_updated(counts)
+
+    def _mask_at(self, name: str, magnitude: Tensor, threshold: Tensor, kept: int | None):
+        """mask = |W| >= threshold in place, and W * mask made now for the next forward (one
+        fused pass, `_keep_at_least`). Returns the active count where `kept` knows it."""
+        mask = self.masks[name]
+        torch.ge(magnitude, threshold, out=mask)  # in place: references stay valid
+        value = threshold.item()
+        if not value > 0:  # zero (or NaN): sparse_weight builds W * mask from the mask
+            return None
+        weight = self.weights[name]
+        key = (weight._version, mask._version, id(mask))
+        self._sparse_weights[name] = (key, _keep_at_least(weight.detach(), value))
+        return kept
+
+    def _masks_updated(self, counts: dict[str, int | None]) -> None:
+        """SWAT's own mask changes: the FLOP cache is dropped, the known counts kept."""
+        super().masks_changed()
+        for name, count in counts.items():
+            if count is None:
+                self._weight_nnz.pop(name, None)
+            else:
+                self._weight_nnz[name] = count
+
+    def masks_changed(self) -> None:
+        super().masks_changed()
+        self._weight_nnz.clear()
+
+    def layer_nnz(self) -> dict[str, int]:
+        """As SparseTraining's, counting only the masks whose count the top-K did not give."""
+        if self._nnz_cache is None:
+            for name, mask in self.masks.items():
+                if name not in self._weight_nnz:
+                    self._weight_nnz[name] = int(mask.sum())
+            self._nnz_cache = dict(self._weight_nnz)
+        return self._nnz_cache
 
     @torch.no_grad()
     def sparse_weight(self, name: str) -> Tensor:
@@ -194,10 +285,16 @@ class SwatTraining(SparseTraining):
             return
         self.recompute_masks([name for name in self.weights if not self.is_conv[name]])
         if self.pattern.kind == "unstructured":
+            counts: dict[str, int | None] = {}
             for name, threshold in self.weight_thresholds.items():
                 if self.is_conv[name]:
-                    self.masks[name].copy_(self.weights[name].abs() >= threshold)
-            self.masks_changed()
+                    weight = self.weights[name].detach()
+                    if _fast_path(weight):
+                        counts[name] = self._mask_at(name, weight.abs(), threshold, None)
+                    else:
+                        self.masks[name].copy_(weight.abs() >= threshold)
+                        counts[name] = None
+            self._masks_updated(counts)
 
     @torch.no_grad()
     def after_backward(self, step: int, optimizer: torch.optim.Optimizer) -> bool:
@@ -247,12 +344,15 @@ class SwatTraining(SparseTraining):
         calls = self._forwards[name]
         self._forwards[name] = calls + 1
         exact = not self.is_conv[name] or calls % self.topk_period == 0
+        kept = None
         if exact or name not in self.activation_thresholds:
-            threshold, x_sparse = topk_activations(x, density)
+            threshold, x_sparse, kept = topk_activations_counted(x, density)
             self.activation_thresholds[name] = threshold
         else:
             x_sparse = sparse_activations(x, self.activation_thresholds[name])
-        self.activation_density[name] = int(torch.count_nonzero(x_sparse)) / x.numel()
+        if kept is None:
+            kept = int(torch.count_nonzero(x_sparse))
+        self.activation_density[name] = kept / x.numel()
         return x_sparse
 
     def state_dict(self) -> dict[str, Any]:
