@@ -130,17 +130,21 @@ def _fast_path(x: Tensor) -> bool:
 
 
 def _select_in_place(flat: np.ndarray, k: int) -> tuple[float, int]:
-    """(the k-th largest of `flat`, how many are >= it), partitioning `flat` in place: numpy's
-    introselect as `masks.kth_largest`, without its copy. The count comes from the partition:
-    k, plus the ties left of the boundary (only looked for when the left part reaches it)."""
+    """(the k-th largest of `flat`, how many are >= it) for magnitudes (>= 0, float32/64),
+    partitioning `flat` in place: numpy's introselect as `masks.kth_largest`, without its copy,
+    and on the bits: a non-negative float orders as its bit pattern read as a signed integer
+    (NaN, sign cleared by abs, above inf, where numpy puts it), and integer selection is ~2.5x
+    the float one. The count comes from the partition: k, plus the ties left of the boundary
+    (only looked for when the left part reaches the boundary)."""
     n = flat.size
-    flat.partition(n - k)
-    threshold = flat[n - k]
-    left = flat[: n - k]
+    bits = np.ascontiguousarray(flat).view(np.int32 if flat.dtype == np.float32 else np.int64)
+    bits.partition(n - k)
+    boundary = bits[n - k]
+    left = bits[: n - k]
     kept = k
-    if left.size and left.max() >= threshold:
-        kept += int(np.count_nonzero(left == threshold))
-    return float(threshold), kept
+    if left.size and left.max() >= boundary:
+        kept += int(np.count_nonzero(left == boundary))
+    return float(bits[n - k : n - k + 1].view(flat.dtype)[0]), kept
 
 
 def _keep_at_least(x: Tensor, threshold: float) -> Tensor:
@@ -232,7 +236,13 @@ class SwatTraining(SparseTraining):
         """mask = |W| >= threshold in place, and W * mask made now for the next forward (one
         fused pass, `_keep_at_least`). Returns the active count where `kept` knows it."""
         mask = self.masks[name]
-        torch.ge(magnitude, threshold, out=mask)  # in place: references stay valid
+        if mask.is_contiguous() and magnitude.is_contiguous():
+            # numpy's compare into the bool mask is ~10x torch.ge's on a CPU (in place:
+            # references stay valid; the version bump tells caches keyed on it)
+            np.greater_equal(magnitude.numpy(), threshold.numpy(), out=mask.numpy())
+            torch.autograd.graph.increment_version(mask)
+        else:
+            torch.ge(magnitude, threshold, out=mask)
         value = threshold.item()
         if not value > 0:  # zero (or NaN): sparse_weight builds W * mask from the mask
             return None
