@@ -102,17 +102,23 @@ def topk_activations(x: Tensor, density: float) -> tuple[Tensor, Tensor]:
     return threshold, x_sparse
 
 
-def topk_activations_counted(x: Tensor, density: float) -> tuple[Tensor, Tensor, int | None]:
+def topk_activations_counted(
+    x: Tensor, density: float, scratch: Tensor | None = None
+) -> tuple[Tensor, Tensor, int | None]:
     """`topk_activations` and, where known for free, the number of non-zeros it kept (else
-    None). On a CPU (float32/64) the |x| buffer is partitioned in place (no copy) and the mask
-    is one fused pass (`_keep_at_least`)."""
+    None). On a CPU (float32/64) |x| goes into `scratch` (x's shape and dtype, contiguous;
+    reused between calls: no fresh large allocation per forward) and is partitioned there in
+    place, and the mask is one fused pass (`_keep_at_least`)."""
     x = x.detach()
     k = swat_keep_count(density, x.numel())
     if not _fast_path(x):
         magnitude = x.abs()
         threshold = kth_largest(magnitude, k)
         return threshold, x.masked_fill(magnitude < threshold, 0.0), None
-    threshold, kept = _select_in_place(x.abs().reshape(-1).numpy(), k)
+    if scratch is None or scratch.shape != x.shape or scratch.dtype != x.dtype:
+        scratch = torch.empty(x.shape, dtype=x.dtype)
+    torch.abs(x, out=scratch)
+    threshold, kept = _select_in_place(scratch.reshape(-1).numpy(), k)
     if not threshold > 0:  # 0 (or NaN): everything is kept (the masked_fill's copy of x)
         return torch.tensor(threshold, dtype=x.dtype), x.clone(), None
     return torch.tensor(threshold, dtype=x.dtype), _keep_at_least(x, threshold), kept
@@ -185,6 +191,9 @@ class SwatTraining(SparseTraining):
         # name -> active weights, known from the top-K's selection (no count over the mask);
         # kept across SWAT's own per-step mask changes, dropped by `masks_changed()`.
         self._weight_nnz: dict[str, int] = {}
+        # name -> reused buffers of the per-step selections (see _weight_scratch)
+        self._scratch: dict[str, tuple[Tensor, np.ndarray]] = {}
+        self._activation_scratch: dict[str, Tensor] = {}
         super().__init__(method, weights, masks, **common)
         self.topk_period = topk_period
         self.weight_thresholds: dict[str, Tensor] = {}
@@ -213,14 +222,17 @@ class SwatTraining(SparseTraining):
             if self.densities[name] >= 1.0:
                 continue
             weight = self.weights[name].detach()
-            magnitude = weight.abs()
             if self.pattern.kind == "unstructured" and _fast_path(weight):
-                value, kept = _select_in_place(
-                    magnitude.reshape(-1).numpy().copy(), self.n_keep[name]
-                )
+                magnitude, work = self._weight_scratch(name, weight)
+                torch.abs(weight, out=magnitude)
+                np.copyto(work, magnitude.reshape(-1).numpy())
+                value, kept = _select_in_place(work, self.n_keep[name])
                 threshold = torch.tensor(value, dtype=weight.dtype)
                 counts[name] = self._mask_at(name, magnitude, threshold, kept)
-            elif self.pattern.kind == "unstructured":
+                self.weight_thresholds[name] = threshold
+                continue
+            magnitude = weight.abs()
+            if self.pattern.kind == "unstructured":
                 threshold = kth_largest(magnitude, self.n_keep[name])
                 torch.ge(magnitude, threshold, out=self.masks[name])  # references stay valid
                 counts[name] = None
@@ -231,6 +243,16 @@ class SwatTraining(SparseTraining):
                 counts[name] = None
             self.weight_thresholds[name] = threshold
         self._masks_updated(counts)
+
+    def _weight_scratch(self, name: str, weight: Tensor) -> tuple[Tensor, np.ndarray]:
+        """|W| and a copy of it to partition, allocated once per layer (the top-K runs every
+        step: fresh ~1 MB buffers each time cost page faults on a CPU)."""
+        scratch = self._scratch.get(name)
+        if scratch is None or scratch[0].dtype != weight.dtype:
+            magnitude = torch.empty(weight.shape, dtype=weight.dtype)
+            scratch = (magnitude, np.empty(weight.numel(), dtype=magnitude.numpy().dtype))
+            self._scratch[name] = scratch
+        return scratch
 
     def _mask_at(self, name: str, magnitude: Tensor, threshold: Tensor, kept: int | None):
         """mask = |W| >= threshold in place, and W * mask made now for the next forward (one
@@ -356,7 +378,12 @@ class SwatTraining(SparseTraining):
         exact = not self.is_conv[name] or calls % self.topk_period == 0
         kept = None
         if exact or name not in self.activation_thresholds:
-            threshold, x_sparse, kept = topk_activations_counted(x, density)
+            scratch = self._activation_scratch.get(name)
+            if _fast_path(x) and (
+                scratch is None or scratch.shape != x.shape or scratch.dtype != x.dtype
+            ):
+                scratch = self._activation_scratch[name] = torch.empty(x.shape, dtype=x.dtype)
+            threshold, x_sparse, kept = topk_activations_counted(x, density, scratch)
             self.activation_thresholds[name] = threshold
         else:
             x_sparse = sparse_activations(x, self.activation_thresholds[name])
