@@ -23,6 +23,13 @@ starts (the reuse starts at once); `dense_first_last` keeps the first and last l
 weights and activations, where the reference's erdos_renyi_kernel overwrites its
 sparsify_first/last_layer choice with an ERK density; the K-th largest value is found by
 selection (`masks.kth_largest`) rather than a sort, the same threshold.
+
+Cost (CPU, float32/64; every step top-Ks every linear layer's weights and activations): the
+selection is numpy's introselect on the magnitudes' bit patterns, in place in buffers reused
+per layer; W * mask and x * mask are one fused pass each (`hardshrink` just below the
+threshold, `_keep_at_least`); the mask is numpy's compare into the bool mask; the active
+counts for the FLOPs come from the selection. Same masks, tensors and counts as the plain ops
+(tests/test_swat_fast_path.py); elsewhere (GPU, half precision) the plain ops run.
 """
 
 from __future__ import annotations
