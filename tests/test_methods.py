@@ -23,13 +23,8 @@ from trainables.sparsity.swat import SwatLinear, swat_keep_count
 SPARSE = [name for name, m in METHODS.items() if m.sparse]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: torch's thread hand-off costs more than the work on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one torch thread (conftest.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 DYNAMIC = ["set", "rigl", "prune_regrow"]

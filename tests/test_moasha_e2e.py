@@ -4,6 +4,7 @@ was told, a custom trainable that reports only training_iteration, and resume af
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from results.parquet import read_table
+from search_spaces import load_space
 from tuner.schedulers import DECISIONS_FILE, STATE_FILE
 from tuner.spec import load_spec
 from tuner.study import run_study
@@ -172,3 +174,138 @@ def test_killed_driver_resumes_moasha_without_repeating_a_decision(tmp_path):
     # the rungs hold exactly the study's trials
     recorded = {t for rung in records_after["rungs"].values() for t in rung}
     assert recorded <= set(after["trial_id"])
+
+
+CONSTRAINTS = ["val_error <= 0.9", "inference_flops <= 1e5"]  # satisfiable; the second bites
+
+
+@pytest.mark.ray
+def test_moasha_composes_with_seeds_lhs_constraints_and_metrics(local_ray, tmp_path, monkeypatch):
+    """Two search seeds, NSGA-II with an LHS generation 0 and constraints, under MO-ASHA:
+    each seed's trials once; stopped trials kept but off the front; each seed's own design;
+    rung records per search (no seed sees the other's trials); constrained ranking at the
+    rungs; and the study's dashboard counters count the stopped trials."""
+    import tuner.monitoring
+    from contract.columns import CONSTRAINTS_KEY
+    from tuner.schedulers import STOP
+    from tuner.study import known_trial_ids
+
+    publishers: list[tuner.monitoring.StudyMetrics] = []
+
+    class RecordedStudyMetrics(tuner.monitoring.StudyMetrics):
+        """The study's own callback, kept where the test can read what it published."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            publishers.append(self)
+
+    monkeypatch.setattr(tuner.monitoring, "StudyMetrics", RecordedStudyMetrics)
+    seeds, per_seed, population = [1, 2], 6, 4
+    spec = load_spec(
+        ROOT / "studies" / "moasha.yaml",
+        [f"storage={tmp_path}", "name=mo-compose", f"trials={per_seed}", f"seeds={seeds}",
+         f"search.population_size={population}", "search.init=lhs",
+         f"search.constraints={CONSTRAINTS}", "scheduler.grace_period=1", "scheduler.max_t=9",
+         "fixed.epochs=9", "max_concurrent=2"],
+    )  # fmt: skip
+    result = run_study(spec)
+    study_dir = result.study_dir
+    trials = read_table(study_dir / "trials.parquet")
+    history = read_table(study_dir / "history.parquet")
+
+    # every seed's trials, once each, under their own search seed
+    assert len(trials) == len(seeds) * per_seed and trials["trial_id"].is_unique
+    for seed in seeds:
+        mine = trials[trials["search_seed"] == seed]
+        assert set(mine["trial_id"]) == known_trial_ids(str(study_dir / f"search-seed-{seed}"))
+        assert len(mine) == per_seed
+    # (lr reaches 0.5: a trial may diverge; it is stopped at its rung, never ranked)
+    assert set(trials["status"]) <= {"completed", "stopped", "diverged"}
+    diverged = set(trials.loc[trials["status"] == "diverged", "trial_id"])
+    stopped = trials[trials["status"] == "stopped"]
+    assert len(stopped) >= 2 and (trials["status"] == "completed").sum() >= 2
+    check_stopped_trials(study_dir, trials, rungs=[1, 3], budget=9)  # history kept, no repeats
+    pareto = read_table(study_dir / "pareto.parquet")
+    assert set(pareto["status"]) == {"completed"}
+    assert not set(pareto["trial_id"]) & set(stopped["trial_id"])
+
+    # each seed's generation 0 is its own Latin-hypercube design (in Optuna and in the Parquet)
+    fixed = set(spec.trial_defaults())
+    designs = {
+        s: load_space("mlp").latin_hypercube(population, seed=s, exclude=fixed) for s in seeds
+    }
+    assert [d["lr"] for d in designs[1]] != [d["lr"] for d in designs[2]]
+    for seed in seeds:
+        path = next((study_dir / f"search-seed-{seed}").glob("searcher-state-*.pkl"))
+        ot_trials = sorted(
+            pickle.loads(path.read_bytes())["_ot_study"].trials, key=lambda t: t.number
+        )
+        assert len(ot_trials) == per_seed
+        first = ot_trials[:population]
+        assert [t.params["lr"] for t in first] == pytest.approx([d["lr"] for d in designs[seed]])
+        # every trial told with values, PRUNED ones included, carries both constraints
+        told = [t for t in ot_trials if t.state.name in ("COMPLETE", "PRUNED")]
+        assert len(told) == per_seed - len(
+            diverged & set(trials.loc[trials["search_seed"] == seed, "trial_id"])
+        )
+        assert all(len(t.user_attrs[CONSTRAINTS_KEY]) == len(CONSTRAINTS) for t in told)
+        rows = trials[trials["search_seed"] == seed]
+        for point in designs[seed]:  # stopped or not, each design trial has its row
+            assert any(math.isclose(lr, point["lr"]) for lr in rows["config/lr"]), point
+
+    # the rung records are per search: a seed's scheduler holds its own trials only, and
+    # counted only them at each decision; each record's violation is the constraints' at
+    # that rung, and the decisions follow Deb's rule (feasible trials first)
+    at_epoch = history.set_index(["trial_id", "epoch"])
+    rf = spec.scheduler.reduction_factor
+    for seed in seeds:
+        folder = study_dir / f"search-seed-{seed}"
+        mine = set(trials.loc[trials["search_seed"] == seed, "trial_id"])
+        state = json.loads((folder / STATE_FILE).read_text())
+        for level, rung in state["rungs"].items():
+            assert set(rung) <= mine, f"seed {seed} rung {level} holds another seed's trials"
+            reached = set(
+                trials.loc[
+                    (trials["search_seed"] == seed) & (trials["epoch"] >= int(level)), "trial_id"
+                ]
+            )
+            assert set(rung) == reached
+            for trial_id, record in rung.items():
+                if record["values"] is None:  # not finite: stopped unranked
+                    assert trial_id in diverged and record["decision"] == STOP
+                    continue
+                row = at_epoch.loc[(trial_id, int(level))]
+                expected = max(row["val_error"] - 0.9, 0) + max(row["inference_flops"] - 1e5, 0)
+                assert record["violation"] == pytest.approx(expected)
+        log = [json.loads(line) for line in (folder / DECISIONS_FILE).read_text().splitlines()]
+        assert {e["trial_id"] for e in log} <= mine
+        for level in {e["rung"] for e in log}:
+            arrivals = [e for e in log if e["rung"] == level and not e["replayed"]]
+            assert [e["trials_at_rung"] for e in arrivals] == list(range(1, len(arrivals) + 1))
+            rung = state["rungs"][str(level)]
+            ranked = [e for e in arrivals if rung[e["trial_id"]]["values"] is not None]
+            for k, entry in enumerate(ranked):
+                before = [rung[e["trial_id"]]["violation"] == 0 for e in ranked[:k]]
+                feasible = rung[entry["trial_id"]]["violation"] == 0
+                if not feasible and sum(before) >= (k + 1) / rf:
+                    assert entry["decision"] == STOP, (seed, level, entry)  # ranks after them
+                if feasible and not any(before):
+                    assert entry["decision"] != STOP, (seed, level, entry)  # ranks first
+
+    # the dashboard metrics: one publisher for the study, so counters and gauges span both
+    # seeds; the stopped trials counted as stopped (neither failed nor on the front)
+    from results.hypervolume import hypervolume
+
+    assert len(publishers) == 1
+    metrics = publishers[0]
+    snapshot = metrics.snapshot()
+    completed = trials[trials["status"] == "completed"]
+    assert snapshot["finished"] == len(trials) and snapshot["failed"] == len(diverged)
+    assert snapshot["stopped"] == len(stopped)
+    assert len(metrics.points) == len(completed)
+    for name, best in metrics.best_values().items():
+        assert best == pytest.approx(completed[name].min())  # every objective is "min" here
+    assert snapshot["hypervolume"] == pytest.approx(
+        hypervolume(completed[list(spec.objectives)], spec.objectives)
+    )
+    assert snapshot["rate"] > 0

@@ -21,13 +21,8 @@ from trainables.config import FIELDS
 from trainables.sparsity import create_sparse_training
 from trainables.sparsity.hypersparse import hypersparse_gradient, hypersparse_loss
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one torch thread (conftest.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- the ports ------------------------------------------------------------------------------

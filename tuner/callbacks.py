@@ -281,11 +281,15 @@ class ProgressReporter(Callback):
         self.estimated = False
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        """Once per search, from the first epoch any trial reports: what the budget means in
-        time (so `epochs: 1e9` reads as years at the start, not after the first trial)."""
+        """Once per search, from the first trial's second epoch (its first also pays the
+        worker's imports and warm-up, which made a 2-minute study read as 90 minutes): what
+        the budget means in time, so `epochs: 1e9` reads as years at the start, not after
+        the first trial. A one-epoch budget is estimated from its only epoch."""
         epochs = (trial.config or {}).get("epochs")
         seconds = result.get("time_this_iter_s")
-        if self.estimated or result.get("epoch") != 1 or not isinstance(epochs, int | float):
+        if self.estimated or not isinstance(epochs, int | float):
+            return
+        if result.get("epoch") != (2 if epochs >= 2 else 1):
             return
         if not isinstance(seconds, int | float):
             return
@@ -293,7 +297,7 @@ class ProgressReporter(Callback):
         per_trial = seconds * epochs
         left = per_trial * max(self.total - self.done, 1) / self.at_a_time
         print(
-            f"{self.label}estimate from the first epoch ({duration(seconds)}): a trial of "
+            f"{self.label}estimate from one epoch ({duration(seconds)}): a trial of "
             f"{epochs:g} epochs ~{duration(per_trial)}, this search's {self.total} trials "
             f"({self.at_a_time} at a time) ~{duration(left)}",
             file=sys.stdout,

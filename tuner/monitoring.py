@@ -12,7 +12,10 @@ study's name. Prometheus names get Ray's ``ray_`` prefix (counters also ``_total
 | `ray_sparsetune_trials_stopped_total` | counter | trials stopped early by the scheduler |
 | `ray_sparsetune_best_objective` | gauge | best value so far of each objective (tag `objective`) |
 | `ray_sparsetune_hypervolume` | gauge | hypervolume of the completed trials so far |
-| `ray_sparsetune_trials_per_minute` | gauge | finished trials per minute since the search began |
+| `ray_sparsetune_trials_per_minute` | gauge | finished trials per minute since the first search |
+
+One instance serves all of a study's searches (several search seeds run one after another),
+so the gauges cover the study so far, not only the seed running now.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class StudyMetrics(Callback):
         self.stopped = 0
         self.points: list[dict[str, float]] = []  # objective values of completed trials
         self.start = time.monotonic()
+        self._set_up = False
         self._metrics: dict[str, Any] | None = None
 
     # Tune pickles its callbacks (experiment state): the metric handles are made again after.
@@ -94,9 +98,11 @@ class StudyMetrics(Callback):
         return self._metrics
 
     def setup(self, **info):
-        self.start = time.monotonic()
         metrics = self._handles()
-        metrics["rate"].set(0.0)
+        if not getattr(self, "_set_up", False):  # the first search's start: the rate spans all
+            self._set_up = True
+            self.start = time.monotonic()
+            metrics["rate"].set(0.0)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._record(trial, errored=False)

@@ -442,6 +442,9 @@ def _run_study(
     # Under early stopping a trial short of this many epochs is `stopped` (never on a front).
     epoch_budget = spec.scheduler.max_t if spec.scheduler.early_stopping else None
     deadline = StudyDeadline(spec.study_timeout_s)
+    # One for the whole study: its gauges (best so far, hypervolume) span every search seed,
+    # not only the one running now.
+    study_metrics = StudyMetrics(spec.name, spec.objectives, epoch_budget)
     stopped = None
     for i, search in enumerate(searches):
         if interrupts is not None and interrupts.requested:
@@ -491,7 +494,7 @@ def _run_study(
                 at_a_time=max_concurrent,
                 budget=epoch_budget,
             ),
-            StudyMetrics(spec.name, spec.objectives, epoch_budget),  # dashboard metrics
+            study_metrics,  # dashboard metrics
             DriverRecord(study_dir, spec.name, total, search.num_samples, i == len(searches) - 1),
             *([UploadStudyFiles(study_dir, uri)] if uri else []),
             *callbacks,
