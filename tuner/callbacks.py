@@ -258,6 +258,11 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+# A trial whose epochs alone take this long gets a time estimate at the start (so `epochs: 1e9`
+# reads as years at once).
+LONG_TRIAL_S = 600.0
+
+
 class ProgressReporter(Callback):
     """One line per finished trial: count, method, objectives, elapsed time and time left."""
 
@@ -283,7 +288,7 @@ class ProgressReporter(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         """Once per search, from the first trial's second epoch (its first also pays the
         worker's imports and warm-up, which made a 2-minute study read as 90 minutes): what
-        the budget means in time, so `epochs: 1e9` reads as years at the start, not after
+        a long budget means in time, so `epochs: 1e9` reads as years at the start, not after
         the first trial. A one-epoch budget is estimated from its only epoch."""
         epochs = (trial.config or {}).get("epochs")
         seconds = result.get("time_this_iter_s")
@@ -295,6 +300,10 @@ class ProgressReporter(Callback):
             return
         self.estimated = True
         per_trial = seconds * epochs
+        if per_trial < LONG_TRIAL_S:
+            # short trials: fixed costs (start, reports, checkpoints) outweigh the epochs and an
+            # estimate from epochs misleads; the progress lines say the time left instead
+            return
         left = per_trial * max(self.total - self.done, 1) / self.at_a_time
         print(
             f"{self.label}estimate from one epoch ({duration(seconds)}): a trial of "
