@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -322,7 +323,8 @@ def test_absurd_budget_estimated_and_study_timeout_pauses(tmp_path):
     out = driver.output
     assert code == 0, out[-3000:]
     estimate = next(line for line in out.splitlines() if "estimate from one epoch" in line)
-    assert "a trial of 1e+09 epochs ~" in estimate and "years" in estimate, estimate
+    # 1e9 epochs of a tiny MLP: hundreds of days or more, never seconds or minutes
+    assert re.search(r"a trial of 1e\+09 epochs ~[\d.]+ (days|years),", estimate), estimate
     assert out.strip().splitlines()[-1] == (
         "stopped at study_timeout_s=60: 0 of 2 trials done; continue with run_study.py "
         f"resume forever --storage {storage}"
