@@ -24,6 +24,7 @@ def run_uvrun(tmp_path: Path, path: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["/bin/sh", str(project / "uvrun"), "python", "-c", "pass"],
         env={"HOME": str(tmp_path / "home"), "PATH": path},
+        cwd=tmp_path,  # not the repository, whose own .uv-bootstrap must not be found
         capture_output=True,
         text=True,
         timeout=120,
