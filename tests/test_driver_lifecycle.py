@@ -310,10 +310,10 @@ def test_impossible_resources_refused_before_the_study(local_ray, tmp_path):
 
 
 def test_absurd_budget_estimated_and_study_timeout_pauses(tmp_path):
-    """`epochs=1e9`: the estimate after the second epoch reads in years; study_timeout_s
+    """`epochs=1e9`: the estimate after the second epoch reads in days or years; study_timeout_s
     pauses the study (resumable), and nothing says finished."""
     storage = tmp_path / "runs"
-    args = run_args(storage, "forever", "trials=2", "fixed.epochs=1e9", "study_timeout_s=60",
+    args = run_args(storage, "forever", "trials=2", "fixed.epochs=1e9", "study_timeout_s=30",
                     "search.population_size=2", "max_concurrent=2", "fixed.width=32")  # fmt: skip
     driver = Driver(tmp_path, "forever", args)
     try:
@@ -326,7 +326,7 @@ def test_absurd_budget_estimated_and_study_timeout_pauses(tmp_path):
     # 1e9 epochs of a tiny MLP: hundreds of days or more, never seconds or minutes
     assert re.search(r"a trial of 1e\+09 epochs ~[\d.]+ (days|years),", estimate), estimate
     assert out.strip().splitlines()[-1] == (
-        "stopped at study_timeout_s=60: 0 of 2 trials done; continue with run_study.py "
+        "stopped at study_timeout_s=30: 0 of 2 trials done; continue with run_study.py "
         f"resume forever --storage {storage}"
     )
     assert "finished" not in out
