@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
+    ROOT,
     Section,
     cli,
     command_of,
@@ -29,7 +30,6 @@ from benchmarks.common import (  # noqa: E402
     table,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 TYPO_SPEC = "name: typo\ntrials: 4\nobjectives: {val_error: min}\ntrails: 8\n"
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
+    ROOT,
     Section,
     cli,
     command_of,
@@ -32,8 +33,6 @@ from benchmarks.common import (  # noqa: E402
     progress,
     table,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def children_of() -> dict[int, list[int]]:

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
+    ROOT,
     Section,
     cli,
     command_of,
@@ -37,7 +38,6 @@ from benchmarks.common import (  # noqa: E402
     table,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "benchmarks" / "fixed_work.yaml"
 FIXED = {"method": "dense", "depth": 3, "width": 512, "batch_size": 64}
 TITLE = "Several MLP trials on one GPU (fractional GPU resources)"

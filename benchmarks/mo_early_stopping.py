@@ -53,6 +53,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
+    ROOT,
     Section,
     cli,
     command_of,
@@ -62,7 +63,6 @@ from benchmarks.common import (  # noqa: E402
     table,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVES = {"val_error": "min", "train_flops": "min", "inference_flops": "min"}
 ARMS = {
     "a": ("NSGA-II, full budget", "nsga2", "fifo"),

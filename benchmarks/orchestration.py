@@ -40,6 +40,7 @@ import torch  # noqa: E402
 from ray.tune import Callback  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
+    ROOT,
     Section,
     cli,
     command_of,
@@ -49,7 +50,6 @@ from benchmarks.common import (  # noqa: E402
     table,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "benchmarks" / "fixed_work.yaml"
 DEFAULT_SPEC = ROOT / "studies" / "default.yaml"
 FIXED = {"method": "dense", "depth": 3, "width": 512, "batch_size": 64}

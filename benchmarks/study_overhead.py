@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
+    ROOT,
     Section,
     cli,
     command_of,
@@ -26,8 +27,6 @@ from benchmarks.common import (  # noqa: E402
     progress,
     table,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed_study(storage: str, name: str, trials: int, reuse_actors: bool) -> float:
