@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from contract.errors import ConfigError
+from results.status import pid_alive
 
 
 class StudyLockedError(ConfigError):
@@ -44,16 +45,6 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
 def _holder() -> dict:
     pid = os.getpid()
     return {
@@ -70,7 +61,7 @@ def is_stale(holder: dict) -> bool:
     if holder.get("host") != socket.gethostname():
         return False
     pid = holder.get("pid")
-    if not isinstance(pid, int) or not _alive(pid):
+    if not pid_alive(pid):  # also False for a non-int pid and for a zombie
         return True
     recorded, now = holder.get("process_start"), _process_start(pid)
     return recorded is not None and now is not None and recorded != now
