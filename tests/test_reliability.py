@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 from results.parquet import read_table
 
@@ -27,12 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "studies" / "default.yaml"
 RAY = str(Path(sys.executable).with_name("ray"))
 RUN = [sys.executable, str(ROOT / "run_study.py"), "run", str(DEFAULT)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_history_contiguous(study_dir: Path, trials) -> None:
