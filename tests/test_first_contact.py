@@ -136,8 +136,9 @@ def test_n_m_pattern_sets_the_sparsity_it_implies():
         make_config({"method": "rigl", "pattern": "n:m", "sparsity": 0.9})
     with pytest.raises(ConfigError, match="nm_n must be below nm_m"):
         make_config({"method": "rigl", "pattern": "n:m", "nm_n": 4, "nm_m": 4})
-    # dense ignores the pattern: nothing is implied
-    assert make_config({"method": "dense", "pattern": "n:m"})["sparsity"] == 0.0
+    # dense reads no pattern: refused by name, naming the methods that read it
+    with pytest.raises(ConfigError, match=r"pattern='n:m' is read only by method static"):
+        make_config({"method": "dense", "pattern": "n:m"})
 
 
 def test_n_m_pattern_trains_without_a_sparsity():

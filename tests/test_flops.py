@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from knobs import read_by
 from torch import nn
 
 from trainables.flops import forward_flops, swat_step_flops, train_step_flops
@@ -109,8 +110,9 @@ def step_flops_over(method, steps=10, model=None, x_of=None, **knobs):
     torch.manual_seed(0)
     model = model or tiny_mlp()
     training = create_sparse_training(
-        model, method=method, sparsity=0.75, update_interval=5, total_steps=steps,
-        input_shape=(8,), generator=torch.Generator().manual_seed(0), **knobs,
+        model, method=method, sparsity=0.75 if method != "dense" else 0.0, total_steps=steps,
+        input_shape=(8,),
+        generator=torch.Generator().manual_seed(0), **read_by(method, update_interval=5), **knobs,
     )  # fmt: skip
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     flops = []

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from knobs import read_by
 from torch import nn
 
 from trainables.config import ConfigError, check_value, make_config
@@ -20,7 +21,7 @@ from trainables.sparsity.hypersparse import (
 )
 from trainables.sparsity.swat import SwatLinear, swat_keep_count
 
-SPARSE = [name for name, m in METHODS.items() if m.sparse]
+SPARSE = [name for name in METHODS if METHODS[name].sparse]
 
 
 # tiny tensors: one torch thread (conftest.one_torch_thread)
@@ -58,15 +59,16 @@ def batches(steps: int, seed: int = 0):
 def make(method: str, model: nn.Module | None = None, **knobs):
     torch.manual_seed(0)
     model = model or mlp()
+    # the shared settings go to the methods that read them; `knobs` go as given (refused by
+    # name where the method does not read them)
+    shared = read_by(method, update_interval=2, drop_fraction=0.5, warmup_epochs=1)
     arguments = {
         "sparsity": 0.8,
-        "update_interval": 2,
-        "drop_fraction": 0.5,
         "total_steps": 24,
         "generator": torch.Generator().manual_seed(1),
         "input_shape": (16,),
         "steps_per_epoch": 4,
-        "warmup_epochs": 1,
+        **shared,
         **knobs,
     }
     training = create_sparse_training(model, method=method, **arguments)
@@ -122,10 +124,13 @@ def test_registry_has_every_method_of_the_field():
     assert set(METHODS) == {"dense", "static", "set", "rigl", "prune_regrow", "swat", "hypersparse"}
 
 
-@pytest.mark.parametrize("distribution", ["uniform", "erk"])
-@pytest.mark.parametrize("method", SPARSE)
+@pytest.mark.parametrize(
+    ("method", "distribution"),
+    [(m, d) for m in SPARSE for d in ("uniform", "erk") if "distribution" in METHODS.knobs_of(m)]
+    + [(m, "uniform") for m in SPARSE if "distribution" not in METHODS.knobs_of(m)],
+)
 def test_layer_counts_exact_after_every_update(method, distribution):
-    model, training, optimizer = make(method, distribution=distribution)
+    model, training, optimizer = make(method, **read_by(method, distribution=distribution))
     expected = expected_counts(model, 0.8, distribution)
 
     def check(step):
@@ -282,7 +287,7 @@ def test_prune_regrow_momentum_grows_by_dense_momentum():
                 grown = mask & ~before[name]
                 if grown.any():
                     # every grown position beats every position left inactive on |momentum|
-                    score = training.momentum[name].abs()
+                    score = training.method.momentum[name].abs()
                     assert score[grown].min() >= score[~mask].max()
                     grown_any.append(step)
 
@@ -556,7 +561,7 @@ def test_yaml_two_four_trap_is_refused_with_the_fix():
     assert value == 124  # PyYAML 1.1 reads it as sexagesimal
     with pytest.raises(ConfigError, match=r"pattern=124.*quote"):
         check_value("pattern", value)
-    config = make_config({"pattern": "n:m", "nm_n": 2, "nm_m": 4})
+    config = make_config({"method": "static", "pattern": "n:m", "nm_n": 2, "nm_m": 4})
     assert (config["nm_n"], config["nm_m"]) == (2, 4)
 
 
@@ -579,10 +584,10 @@ def test_state_dict_round_trip_resumes_exactly(method):
 def test_train_command_json_for_every_method(method, capsys):
     import run_study
 
-    code = run_study.main(
-        ["train", "--set", f"method={method}", "--set", "sparsity=0.9", "--set", "epochs=2",
-         "--set", "width=16", "--set", "update_interval=5", "--json"]
-    )  # fmt: skip
+    knobs = read_by(method, method=method, sparsity=0.9 if method != "dense" else 0.0, epochs=2,
+                    width=16, update_interval=5)  # fmt: skip
+    sets = [arg for name, value in knobs.items() for arg in ("--set", f"{name}={value}")]
+    code = run_study.main(["train", *sets, "--json"])
     assert code == 0
     metrics = json.loads(capsys.readouterr().out)["metrics"]
     assert metrics["epoch"] == 2 and not metrics["diverged"]
@@ -610,7 +615,7 @@ def test_trainer_resume_matches_uninterrupted_run(method, knobs):
 
     digits = load_dataset("digits")
     config = {"epochs": 3, "width": 32, "depth": 1, "method": method, "sparsity": 0.8,
-              "update_interval": 4, **knobs}  # fmt: skip
+              **read_by(method, update_interval=4), **knobs}  # fmt: skip
     straight = list(train(config, digits))[-1]
     first = Trainer(config, digits)
     first.run_epoch()
@@ -630,8 +635,8 @@ def test_conv_block_masks_are_whole_blocks_of_the_im2col_matrix(method):
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
     )  # fmt: skip
     training = create_sparse_training(
-        model, method=method, sparsity=0.7, pattern="block", block_size=4, update_interval=1,
-        total_steps=6, input_shape=(3, 6, 6),
+        model, method=method, sparsity=0.7, pattern="block", block_size=4, total_steps=6,
+        input_shape=(3, 6, 6), **read_by(method, update_interval=1),
     )  # fmt: skip
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     initial = {n: m.clone() for n, m in training.masks.items()}

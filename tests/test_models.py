@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from knobs import read_by
 
 from trainables.config import ConfigError, make_config
 from trainables.datasets import DeviceDataset
@@ -132,8 +133,9 @@ def test_every_sparsity_method_trains_every_model(model):
     for method in METHODS:
         config = make_config(
             {
-                "model": model, "method": method, "sparsity": 0.5, "epochs": 1,
-                "batch_size": 8, "update_interval": 1, "device": "cpu", **SMALL[model],
+                "model": model, "method": method, "epochs": 1, "batch_size": 8, "device": "cpu",
+                **read_by(method, sparsity=0.5 * METHODS[method].sparse, update_interval=1),
+                **SMALL[model],
             }
         )  # fmt: skip
         trainer = Trainer(config, data)

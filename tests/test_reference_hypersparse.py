@@ -17,8 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.config import FIELDS
-from trainables.sparsity import create_sparse_training
+from trainables.sparsity import METHODS, create_sparse_training
 from trainables.sparsity.hypersparse import hypersparse_gradient, hypersparse_loss
 
 # tiny tensors: one torch thread (conftest.one_torch_thread)
@@ -174,11 +173,12 @@ def test_pruned_masks_equal_mag_prune(prune_rate):
 
 
 def test_defaults_are_the_references():
-    assert FIELDS["lambda_init"].default == 5e-6
-    assert FIELDS["eta"].default == 1.05
-    assert FIELDS["warmup_epochs"].default == 60
-    assert FIELDS["art_buffer"].default == 1
-    assert FIELDS["art_restart"].default is True
+    knobs = METHODS.knobs_of("hypersparse")
+    assert knobs["lambda_init"].default == 5e-6
+    assert knobs["eta"].default == 1.05
+    assert knobs["warmup_epochs"].default == 60
+    assert knobs["art_buffer"].default == 1
+    assert knobs["art_restart"].default is True
 
 
 # --- ART: the buffer, the check, the rewind ---------------------------------------------------

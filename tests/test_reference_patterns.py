@@ -18,6 +18,7 @@ from itertools import permutations
 
 import pytest
 import torch
+from knobs import read_by
 from torch import nn
 
 from trainables.sparsity import create_sparse_training
@@ -93,8 +94,9 @@ def gemm_matrix(weight: torch.Tensor) -> torch.Tensor:
 def test_two_four_masks_are_accepted_by_the_semi_structured_layout(layer, input_shape, method):
     model = nn.Sequential(layer)
     training = create_sparse_training(
-        model, method=method, sparsity=0.5, pattern="n:m", nm_n=2, nm_m=4, update_interval=1,
-        update_end=1.0, total_steps=100, generator=torch.Generator().manual_seed(0),
+        model, method=method, sparsity=0.5, pattern="n:m", nm_n=2, nm_m=4, total_steps=100,
+        generator=torch.Generator().manual_seed(0),
+        **read_by(method, update_interval=1, update_end=1.0),
     )  # fmt: skip
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for step in range(3):  # masks after updates, too

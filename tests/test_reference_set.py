@@ -76,7 +76,7 @@ def test_sign_split_keeps_what_rewire_mask_keeps_exact_zeros_removed(kind, spars
     assert fraction == pytest.approx(zeta, rel=1e-5)
     kept = reference_rewire_core(weight.detach().numpy().copy(), fraction)
     n_grow = int(active.sum()) - int(kept.sum())  # noRewires = noWeights - sum(core)
-    new = training._sign_split_update(name, weight, mask, fraction)
+    new = training.method.sign_split_update(training, name, weight, mask, fraction)
     kept_t = torch.from_numpy(kept)
     assert torch.equal(new & kept_t, kept_t)  # everything the reference keeps is kept
     assert torch.equal(active & ~new & ~kept_t, active & ~new)  # and all else it removes

@@ -156,7 +156,7 @@ def test_snfs_update_equals_truncate_weights(sparsity, conv):
                 weight.copy_(torch.randn(weight.shape, generator=generator) * training.masks[name])
         momentum = {n: torch.randn(w.shape, generator=generator)
                     for n, w in training.weights.items()}  # fmt: skip
-        for name, buffer in training.momentum.items():
+        for name, buffer in training.method.momentum.items():
             buffer.copy_(momentum[name])
         fraction = training.drop_fraction_at(update + 1)
         if reference is None:
@@ -164,12 +164,12 @@ def test_snfs_update_equals_truncate_weights(sparsity, conv):
         reference.death_rate = fraction
         weights = {n: w.detach().clone() for n, w in training.weights.items()}
         reference.truncate_weights(weights, momentum)
-        new = training._snfs_masks(fraction)
+        new = training.method.snfs_masks(training, fraction)
         for name in masks:
             assert torch.equal(new[name], reference.masks[name].bool()), (update, name)
             training.masks[name].copy_(new[name])
         training.masks_changed()
-        assert training.snfs_adjusted_growth == pytest.approx(reference.adjusted_growth)
+        assert training.method.adjusted_growth == pytest.approx(reference.adjusted_growth)
 
 
 def test_snfs_moves_weights_across_layers_and_none_keeps_them():
@@ -177,12 +177,12 @@ def test_snfs_moves_weights_across_layers_and_none_keeps_them():
     before = {n: int(m.sum()) for n, m in training.masks.items()}
     # layer 0's momentum is 10x the others': redistribution grows there
     generator = torch.Generator().manual_seed(0)
-    for i, buffer in enumerate(training.momentum.values()):
+    for i, buffer in enumerate(training.method.momentum.values()):
         buffer.copy_(torch.randn(buffer.shape, generator=generator) * (10.0 if i == 0 else 1.0))
-    new = training._snfs_masks(0.3)
+    new = training.method.snfs_masks(training, 0.3)
     after = {n: int(m.sum()) for n, m in new.items()}
     first = next(iter(before))
     assert after[first] > before[first]
     _, per_layer = make(0.8, conv=False)
-    per_layer.redistribution = "none"
-    assert not per_layer._snfs_redistributes()
+    per_layer.method.values["redistribution"] = "none"
+    assert not per_layer.method.redistributes(per_layer)

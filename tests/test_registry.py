@@ -24,6 +24,7 @@ from trainables.lr_schedules import LR_SCHEDULES
 from trainables.models import MODELS, create_model
 from trainables.optimizers import OPTIMIZERS, SGD
 from trainables.registry import Component, Knob, Registry, RegistryError
+from trainables.sparsity import METHODS
 from trainables.train import Trainer
 
 SMALL_MODEL = {
@@ -56,9 +57,44 @@ def tiny_images(n: int = 16) -> DeviceDataset:
     )  # fmt: skip
 
 
+# The setting in which each sparse component's knobs act: a sparse method (a pattern or
+# distribution needs one), a schedule that updates the masks within a short run, HyperSparse
+# without its 60-epoch warm-up.
+SPARSE_CONTEXT = {
+    "method": lambda name: {"sparsity": 0.5} if METHODS[name].sparse else {},
+    "pattern": lambda name: {"method": "static"} if name == "n:m" else {"method": "static",
+                                                                       "sparsity": 0.5},
+    "distribution": lambda name: {"method": "static", "sparsity": 0.5},
+}  # fmt: skip
+# Knobs that act only beside another knob's non-default value.
+KNOB_CONTEXT = {
+    "initial_sparsity": {"regrowth_rate": 0.5},
+    "regrowth_rate": {"initial_sparsity": 0.2},  # shrinking from 80% to 50% density
+    # ART's end and buffer decide when its accuracy check never passes (a sparse net)
+    "update_end": {"sparsity": 0.97, "epochs": 6},
+    "eta": {"sparsity": 0.97, "epochs": 6},
+    "art_buffer": {"sparsity": 0.97, "epochs": 6, "update_end": 0.5, "seed": 3},  # 0 against 1
+    "redistribution": {"grow_criterion": "momentum"},
+    "topk_period": {"model": "cnn3", "channels": 8},  # SWAT reuses thresholds in convs only
+}
+
+
+def sparse_context(slot: str, name: str) -> dict:
+    context = SPARSE_CONTEXT[slot](name) if slot in SPARSE_CONTEXT else {}
+    method = context.get("method", name if slot == "method" else None)
+    if method is not None:
+        knobs = METHODS.knobs_of(method)
+        if "update_interval" in knobs:
+            context["update_interval"] = 5
+        if "warmup_epochs" in knobs:
+            context["warmup_epochs"] = 0
+    return context
+
+
 def component_config(slot: str, name: str) -> dict:
     """One epoch of a small run that uses component `name` in `slot`."""
     config = {"epochs": 2, "batch_size": 64, "device": "cpu", "seed": 3, slot: name}
+    config.update(sparse_context(slot, name))
     if slot == "model" and name != "mlp":
         config.update(SMALL_MODEL[name], batch_size=8)
     elif slot == "model":
@@ -79,13 +115,15 @@ def other_value(name: str, knob: Knob):
     if knob.kind is tuple:
         return (0.3,)
     if knob.kind is str:
-        return next(c for c in knob.choices if c != knob.default)
+        choices = knob.choices or tuple(slot_registries()[name])  # a slot: its components
+        return next(c for c in choices if c != knob.default)
     if knob.kind is int:
         value = knob.default + 1
         return value if knob.high is None or value <= knob.high else knob.default - 1
     if knob.default == 0:
         return 0.3 if knob.high is None else (knob.low + knob.high) / 2
-    return knob.default * 0.5
+    half = knob.default * 0.5
+    return half if knob.low is None or half >= knob.low else knob.default * 1.5
 
 
 @pytest.mark.parametrize(("slot", "name"), COMPONENTS, ids=[f"{s}-{n}" for s, n in COMPONENTS])
@@ -137,6 +175,14 @@ def behaviour(slot: str, name: str, config) -> torch.Tensor:
             torch.nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
         return model.weight.detach().clone()
+    if slot in SPARSE_CONTEXT:  # what the masks and weights are after a short run
+        data = tiny_images() if config["model"] != "mlp" else load_dataset("digits", "data")
+        trainer = Trainer(config, data)
+        while not trainer.finished:
+            trainer.run_epoch()
+        parts = [p.detach().flatten() for p in trainer.model.parameters()]
+        parts += [m.flatten().float() for m in trainer.sparse.masks.values()]
+        return torch.cat(parts)
     shape = (64,) if name == "mlp" else (3, 16, 16)
     model = create_model(name, shape, 4, **{k: config[k] for k in MODELS.knobs_of(name)})
     model.train()
@@ -152,8 +198,15 @@ def test_every_declared_knob_changes_behaviour_or_says_why_not(slot, name, knob,
     registry = slot_registries()[slot]
     declaration = registry.knobs_of(name)[knob]
     base = {slot: name, **(SMALL_MODEL.get(name, {}) if slot == "model" else {})}
+    if slot in SPARSE_CONTEXT:
+        base.update(sparse_context(slot, name), epochs=3, device="cpu")
+        base.update(KNOB_CONTEXT.get(knob, {}))
+        if base.get("model", "mlp") == "mlp":
+            base.update(depth=1, width=32)
     if knob in base:  # a shrunken model's knob: vary it from the small value
         changed_value = base[knob] + (6 if knob == "wrn_depth" else 1)  # wrn: depth 6 n + 4
+    elif knob == "art_buffer":  # a window of 1 against 3 epochs: 5 needs a longer run
+        changed_value = 0
     else:
         changed_value = other_value(knob, declaration)
     default = make_config(base)
@@ -243,22 +296,14 @@ def test_train_help_lists_every_knob():
     assert all(name in text for name in knob_table())
 
 
-def test_knobs_not_yet_owned_by_a_component():
-    """The knobs still in the general table that belong to one sparse method (the methods
-    become components next): this list only shrinks."""
-    owned_by_methods_later = {
-        "update_interval", "update_end", "drop_fraction", "update_unit",
-        "skip_weight_update_on_mask_update", "set_sign_split", "drop_criterion",
-        "grow_criterion", "regrowth_rate", "initial_sparsity", "topk_period", "warmup_epochs",
-        "lambda_init", "eta", "regularizer", "pattern", "block_size", "nm_n", "nm_m",
-        "distribution", "sparse_init", "dense_first_last", "sparsity", "count_rounding",
-        "redistribution", "art_buffer", "art_restart",
-    }  # fmt: skip
+def test_the_general_table_holds_no_component_knob():
+    """Every knob a component reads is declared by that component; the general table keeps
+    what every run reads (data, budget, seed, device, sparsity) and the slots."""
     general = {name for name, row in knob_table().items() if row.general}
-    assert general - owned_by_methods_later <= {
+    assert general == {
         "dataset", "data_dir", "batch_size", "augment", "val_fraction", "folds", "fold",
-        "full_train", "model", "method", "optimizer", "lr_schedule", "label_smoothing",
-        "epochs", "seed", "device",
+        "full_train", "model", "method", "sparsity", "optimizer", "lr_schedule",
+        "label_smoothing", "epochs", "seed", "device",
     }  # fmt: skip
 
 
@@ -280,13 +325,27 @@ def test_grown_weights_start_without_optimizer_state(optimizer):
     component.reset_state(torch_optimizer, model.weight, grown)
     for value in per_element.values():
         assert (value[grown] == 0).all() and (value[~grown] != 0).any()
-    # the sparse methods' reset (trainables/sparsity) does the same for every optimizer
-    from trainables.sparsity.methods import _reset_optimizer_state
+    # a sparse method's mask update resets exactly the positions it changed
+    from trainables.sparsity import create_sparse_training
 
+    net = torch.nn.Sequential(torch.nn.Linear(16, 8))
+    training = create_sparse_training(
+        net, method="rigl", sparsity=0.5, total_steps=100, optimizer=optimizer
+    )
+    torch_optimizer = component.build(net.parameters())
+    net(torch.randn(5, 16)).sum().backward()
     torch_optimizer.step()
-    _reset_optimizer_state(torch_optimizer, model.weight, grown)
-    for value in per_element.values():
-        assert (value[grown] == 0).all()
+    weight = net[0].weight
+    state = [v for v in torch_optimizer.state[weight].values() if v.shape == weight.shape]
+    for value in state:
+        value.fill_(1.0)
+    before = training.masks["0.weight"].clone()
+    net(torch.randn(5, 16)).square().sum().backward()
+    training.after_backward(0, torch_optimizer)  # rigl's update at step 0
+    changed = before ^ training.masks["0.weight"]
+    assert changed.any()
+    for value in state:
+        assert (value[changed] == 0).all() and (value[~changed] == 1).all()
 
 
 def test_adam_at_1e3_constant_trains_digits_as_well_as_sgd(digits):

@@ -315,13 +315,10 @@ def test_mask_update_resets_adam_state_but_not_its_step():
 def test_skip_weight_update_only_on_update_steps_and_when_asked():
     def make(skip, method="rigl"):
         model = mlp()
+        # set reads no skip knob: it always steps, then rewires
+        skip_knob = {"skip_weight_update_on_mask_update": skip} if method != "set" else {}
         training = create_sparse_training(
-            model,
-            method=method,
-            sparsity=0.5,
-            update_interval=5,
-            total_steps=100,
-            skip_weight_update_on_mask_update=skip,
+            model, method=method, sparsity=0.5, update_interval=5, total_steps=100, **skip_knob
         )
         model(torch.randn(4, 64)).sum().backward()
         return training, torch.optim.SGD(training.weights.values(), lr=0.1)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from knobs import read_by
 
 from trainables.config import ConfigError, make_config
 from trainables.datasets import load_dataset
@@ -58,7 +59,10 @@ def test_same_seed_same_result(digits):
 def test_sparse_methods_cost_fewer_flops_than_dense(method, digits):
     dense = list(train({**FAST, "method": "dense"}, digits))[-1]
     sparse = list(
-        train({**FAST, "method": method, "sparsity": 0.9, "update_interval": 10}, digits)
+        train(
+            {**FAST, "method": method, "sparsity": 0.9, **read_by(method, update_interval=10)},
+            digits,
+        )  # fmt: skip
     )[-1]
     assert sparse["inference_flops"] < 0.2 * dense["inference_flops"]
     assert sparse["train_flops"] < 0.3 * dense["train_flops"]

@@ -13,15 +13,11 @@ import sys
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn", "higgs", "electricity")
 MODELS = ("lenet5", "cnn3", "resnet", "resnet18", "wrn", "mlp")
-METHODS = ("dense", "static", "set", "rigl", "prune_regrow", "swat", "hypersparse")
-DISTRIBUTIONS = ("uniform", "erk")
 
 # hyperparameter -> (the module that owns the registry, its attribute, the names above)
 REGISTRIES = {
     "dataset": ("trainables.datasets", "DATASETS", DATASETS),
     "model": ("trainables.models", "MODELS", MODELS),
-    "method": ("trainables.sparsity", "METHODS", METHODS),
-    "distribution": ("trainables.sparsity", "DISTRIBUTIONS", DISTRIBUTIONS),
 }
 
 

@@ -4,10 +4,11 @@ One table serves every entry point (the `train` command, study specs, `--set`, t
 trainable), so a bad value is refused the same way everywhere, naming the field, the value
 and what is allowed. Unknown keys are an error, as in nanoGPT's configurator.
 
-The table is derived (`knob_table`): `FIELDS` holds the knobs no component owns yet (data,
-epochs, the sparse methods' knobs until the methods become components) and the slots that
-choose a component (`model`, `optimizer`, `lr_schedule`); every component declares its own
-knobs in its registry (trainables/registry.py). `make_config` resolves a config once: the
+The table is derived (`knob_table`): `FIELDS` holds the general knobs (data, epochs, seed,
+sparsity) and the slots that choose a component (`model`, `method`, `optimizer`,
+`lr_schedule`); every component declares its own knobs in its registry
+(trainables/registry.py), the slots it chooses in turn among them (a sparse method's `pattern`
+and `distribution`). `make_config` resolves a config once: the
 chosen components' knobs with their defaults filled in, nothing else; a knob that none of
 the chosen components reads is an error naming the components that do.
 """
@@ -34,9 +35,14 @@ def _registry_choices(name: str) -> tuple[str, ...] | None:
     return registered_names(name)
 
 
-# The knobs that choose a component, and where each one's registry lives.
+# The knobs that choose a component, and where each one's registry lives. In resolution order:
+# a slot is chosen when a general knob or a chosen component's knob names it (`pattern` is a
+# knob of the sparse methods, so a dense config chooses no pattern).
 SLOTS = {
     "model": "trainables.model_knobs:model_registry",
+    "method": "trainables.sparsity.methods:METHODS",
+    "pattern": "trainables.sparsity.patterns:PATTERNS",
+    "distribution": "trainables.sparsity.distributions:DISTRIBUTIONS",
     "optimizer": "trainables.optimizers:OPTIMIZERS",
     "lr_schedule": "trainables.lr_schedules:LR_SCHEDULES",
 }
@@ -83,127 +89,15 @@ FIELDS: dict[str, Field] = {
     ),
     # model
     "model": Field("mlp", str, "registered model family (its knobs: below)"),
-    # sparsity
-    "method": Field("dense", str, "sparse-training method"),
+    # sparsity (the method's own knobs, and its pattern's: declared by each component)
+    "method": Field("dense", str, "sparse-training method (its knobs: below)"),
     "sparsity": Field(
         0.0,
         float,
-        "fraction of prunable weights removed (0.9 keeps 10%)",
+        "fraction of prunable weights removed (0.9 keeps 10%); 0 for dense",
         low=0.0,
         high=1.0,
         high_open=True,
-    ),
-    "distribution": Field("uniform", str, "how the global sparsity is spread over layers"),
-    "sparse_init": Field(True, bool, "rescale initial weights by 1/sqrt(layer density)"),
-    "update_interval": Field(100, int, "steps between mask updates", low=1),
-    "update_end": Field(
-        0.75,
-        float,
-        "fraction of training after which masks stop changing",
-        low=0.0,
-        high=1.0,
-        low_open=True,
-    ),
-    "drop_fraction": Field(
-        0.3,
-        float,
-        "fraction of active weights replaced per update (cosine-decayed)",
-        low=0.0,
-        high=1.0,
-    ),
-    "pattern": Field(
-        "unstructured",
-        str,
-        "mask shape: unstructured | block (block_size x block_size) | n:m (nm_n of every "
-        "nm_m inputs; quote it in YAML)",
-        choices=("unstructured", "block", "n:m"),
-    ),
-    "block_size": Field(4, int, "block side b of a block pattern (b x b tiles)", low=1),
-    "nm_n": Field(2, int, "n of an n:m pattern (kept per group; 2:4 is nm_n=2, nm_m=4)", low=1),
-    "nm_m": Field(4, int, "m of an n:m pattern (group size; must exceed nm_n)", low=2),
-    "dense_first_last": Field(False, bool, "keep the first and last prunable layer dense"),
-    "update_unit": Field(
-        "steps", str, "unit of update_interval: steps | epochs", choices=("steps", "epochs")
-    ),
-    "skip_weight_update_on_mask_update": Field(
-        True,
-        bool,
-        "rigl, prune_regrow: skip the optimizer step on a mask-update step (rigl's reference); "
-        "set always steps, then rewires",
-    ),
-    "count_rounding": Field(
-        "floor",
-        str,
-        "set, rigl, prune_regrow: drop count int(n * fraction) (floor, rigl's) or round",
-        choices=("floor", "round"),
-    ),
-    "redistribution": Field(
-        "momentum",
-        str,
-        "prune_regrow with grow_criterion momentum (SNFS): regrowth redistributed across "
-        "layers by mean momentum (momentum, sparse_learning's) or kept per layer (none)",
-        choices=("momentum", "none"),
-    ),
-    "set_sign_split": Field(
-        False, bool, "set: drop positive and negative weights separately (Mocanu et al.)"
-    ),
-    "drop_criterion": Field(
-        "magnitude",
-        str,
-        "prune_regrow drop score: magnitude | gradient",
-        choices=("magnitude", "gradient"),
-    ),
-    "grow_criterion": Field(
-        "gradient",
-        str,
-        "prune_regrow grow score: random | gradient | momentum (SNFS)",
-        choices=("random", "gradient", "momentum"),
-    ),
-    "regrowth_rate": Field(
-        1.0,
-        float,
-        "prune_regrow: regrown / pruned per update (< 1 shrinks to sparsity)",
-        low=0.0,
-        high=1.0,
-    ),
-    "initial_sparsity": Field(
-        0.5,
-        float,
-        "prune_regrow with regrowth_rate < 1: sparsity at init (at most sparsity)",
-        low=0.0,
-        high=1.0,
-        high_open=True,
-    ),
-    "topk_period": Field(1, int, "swat: steps between exact top-K (thresholds reused)", low=1),
-    "warmup_epochs": Field(
-        60, int, "hypersparse: dense epochs before regularization (reference 60)", low=0
-    ),
-    "lambda_init": Field(
-        5e-6,
-        float,
-        "hypersparse: initial regularization weight (reference 5e-6; short runs: ~1e-4)",
-        low=0.0,
-        low_open=True,
-    ),
-    "eta": Field(
-        1.05,
-        float,
-        "hypersparse: regularization growth per epoch, >= 1 (reference 1.05; short runs: ~2)",
-        low=1.0,
-    ),
-    "art_buffer": Field(
-        1, int, "hypersparse: ART averages 2 * art_buffer + 1 epochs' pruned accuracy", low=0
-    ),
-    "art_restart": Field(
-        True,
-        bool,
-        "hypersparse: fine-tune with a fresh optimizer state and a restarted lr schedule",
-    ),
-    "regularizer": Field(
-        "hypersparse",
-        str,
-        "hypersparse regularizer: hypersparse | l1 | l2",
-        choices=("hypersparse", "l1", "l2"),
     ),
     # optimization
     "optimizer": Field("sgd", str, "optimizer (its knobs: below)"),
@@ -304,7 +198,7 @@ def check_value(name: str, value: Any, where: str = "", table=None) -> Any:
     if f.kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{label}: expected a string ({f.doc})")
-        choices = f.choices or registered_names(name)
+        choices = f.choices or _registry_choices(name)
         if name == "device":
             if value not in ("auto", "cpu") and not value.startswith("cuda"):
                 raise ConfigError(f"{label}: allowed auto, cpu, cuda or cuda:N")
@@ -375,13 +269,31 @@ class Config(Mapping):
 
 
 def chosen_components(config: Mapping[str, Any]) -> dict[str, str]:
-    """slot -> the component `config` chooses (its value, or the slot's default)."""
-    return {slot: config.get(slot, FIELDS[slot].default) for slot in SLOTS}
+    """slot -> the component `config` chooses (its value, or the default), for each slot that
+    is chosen at all: a general slot always, a nested one (`pattern`, `distribution`) when a
+    chosen component reads it (a dense config chooses no pattern)."""
+    registries = slot_registries()
+    chosen: dict[str, str] = {}
+    for slot in SLOTS:
+        if slot in FIELDS:
+            default = FIELDS[slot].default
+        else:
+            declared = [
+                registries[s].knobs_of(c)[slot]
+                for s, c in chosen.items()
+                if c in registries[s] and slot in registries[s].knobs_of(c)
+            ]
+            if not declared:
+                continue
+            default = declared[0].default
+        chosen[slot] = config.get(slot, default)
+    return chosen
 
 
 def make_config(overrides: Mapping[str, Any] | None = None, where: str = "") -> Config:
     """Resolve a config: every override checked, defaults filled in for the general knobs and
-    for the knobs of the chosen components (model, optimizer, lr_schedule), nothing else.
+    for the knobs of the chosen components (model, method, its pattern and distribution,
+    optimizer, lr_schedule), nothing else; then the chosen method's rules across knobs.
 
     Unknown keys raise ConfigError, and so does a knob that none of the chosen components
     reads (naming the components that do).
@@ -395,22 +307,33 @@ def make_config(overrides: Mapping[str, Any] | None = None, where: str = "") -> 
     for slot, component in chosen.items():
         for name, knob in registries[slot].knobs_of(component).items():
             config[name] = checked.get(name, knob.default)
-    _apply_pattern_sparsity(config, given=set(checked), where=where)
     for name, value in checked.items():
         if name not in config:
             row = table[name]
-            using = ", ".join(f"{slot}={chosen[slot]}" for slot in dict(row.readers))
+            using = ", ".join(
+                f"{slot}={chosen[slot]}" if slot in chosen else f"no {slot}"
+                for slot in dict(row.readers)
+            )
             raise ConfigError(
                 f"{where}{name}={value!r} is read only by {row.readers_text()}, not by the "
                 f"chosen {using}: remove {name}, or choose a component that reads it"
             )
+    method = registries["method"][config["method"]]
+    if not method.sparse and config["sparsity"] != 0.0:
+        raise ConfigError(
+            f"{where}sparsity={config['sparsity']!r} with method={config['method']}: "
+            f"{config['method']} trains every weight, so it reads no sparsity; remove sparsity "
+            "(or set 0), or choose a sparse method"
+        )
+    _apply_pattern_sparsity(config, given=set(checked), where=where)
+    method.check(config, where)
     return Config(config)
 
 
 def _apply_pattern_sparsity(config: dict[str, Any], given: set[str], where: str) -> None:
     """An n:m pattern fixes the density of every sparse layer at nm_n/nm_m: the sparsity is
     taken from it when not given, and a sparsity that contradicts it is refused."""
-    if config["pattern"] != "n:m" or config["method"] == "dense":
+    if config.get("pattern") != "n:m":
         return
     n, m = config["nm_n"], config["nm_m"]
     if n >= m:

@@ -25,15 +25,7 @@ from trainables.flops import forward_flops
 from trainables.lr_schedules import LR_SCHEDULES
 from trainables.models import create_model
 from trainables.optimizers import OPTIMIZERS
-from trainables.sparsity import create_sparse_training
-
-# Sparse-method knobs passed to create_sparse_training by their config names.
-SPARSE_KNOBS = (
-    "pattern", "block_size", "nm_n", "nm_m", "dense_first_last", "update_unit",
-    "skip_weight_update_on_mask_update", "set_sign_split", "drop_criterion", "grow_criterion",
-    "regrowth_rate", "initial_sparsity", "topk_period", "warmup_epochs", "lambda_init", "eta",
-    "regularizer", "count_rounding", "redistribution", "art_buffer", "art_restart",
-)  # fmt: skip
+from trainables.sparsity.methods import METHODS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,21 +60,6 @@ def merge_val_into_train(data: DeviceDataset) -> DeviceDataset:
     )
 
 
-@torch.no_grad()
-def rescale_sparse_init(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> None:
-    """Scale each layer's initial weights by 1/sqrt(density).
-
-    A random mask of density d cuts every unit's fan-in to d * fan_in, so a dense
-    (Kaiming) init leaves a sparse net's activations shrinking by sqrt(d) per layer and a
-    90%-sparse MLP barely trains. Rescaling restores the dense variance (Evci et al. 2022,
-    "Gradient flow in sparse neural networks").
-    """
-    for name, weight in weights.items():
-        density = masks[name].float().mean().item()
-        if 0 < density < 1:
-            weight.mul_(density**-0.5)
-
-
 class Trainer:
     def __init__(self, config: dict[str, Any], data: DeviceDataset | None = None):
         self.config = config if isinstance(config, Config) else make_config(config)
@@ -103,12 +80,15 @@ class Trainer:
         self.optimizer_component = OPTIMIZERS.create(c["optimizer"], c)
         self.optimizer = self.optimizer_component.build(self.model.parameters())
         self.schedule = LR_SCHEDULES.create(c["lr_schedule"], c)
+        self.method = METHODS.create(c["method"], c)
         try:
-            self.sparse = self._create_sparse_training()
+            self.sparse = self.method.build(
+                self.model, c, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
+                generator=self.generator, input_shape=self.data.input_shape,
+                gradient_momentum=self.optimizer_component.gradient_momentum,
+            )  # fmt: skip
         except ValueError as error:  # a knob combination the method refuses: one clear line
             raise ConfigError(str(error)) from error
-        if c["sparse_init"]:
-            rescale_sparse_init(self.sparse.weights, self.sparse.masks)
         self.dense_flops = forward_flops(self.model, self.data.input_shape)
         self.step = 0
         self.epoch = 0
@@ -116,24 +96,6 @@ class Trainer:
         self.train_flops = 0
         self.train_seconds = 0.0
         self.diverged = False
-
-    def _create_sparse_training(self):
-        c = self.config
-        return create_sparse_training(
-            self.model,
-            method=c["method"],
-            sparsity=c["sparsity"],
-            distribution=c["distribution"],
-            update_interval=c["update_interval"],
-            update_end=c["update_end"],
-            drop_fraction=c["drop_fraction"],
-            total_steps=self.total_steps,
-            generator=self.generator,
-            steps_per_epoch=self.steps_per_epoch,
-            input_shape=self.data.input_shape,
-            momentum=self.optimizer_component.gradient_momentum,  # SNFS's dense momentum
-            **{knob: c[knob] for knob in SPARSE_KNOBS},
-        )
 
     def sparse_flops(self) -> int:
         return self.sparse.sparse_forward_flops()  # from the current masks

@@ -41,8 +41,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from trainables.optimizers import Optimizer
+from trainables.sparsity.engine import SparseTraining
 from trainables.sparsity.masks import kth_largest, topk_mask
-from trainables.sparsity.methods import SparseMethod, SparseTraining, _reset_optimizer_state
+from trainables.sparsity.methods.base import Method
 
 # tanh(0.6585) ~ 0.577: the HyperSparse constant that fixes s from the prune threshold.
 HS_CONSTANT = 0.6585
@@ -144,7 +146,7 @@ def magnitude_prune_masks(weights: list[Tensor], sparsity: float) -> list[Tensor
 class HyperSparseTraining(SparseTraining):
     def __init__(
         self,
-        method: SparseMethod,
+        method: Method,
         weights: dict[str, nn.Parameter],
         *,
         target_density: float,
@@ -281,7 +283,7 @@ class HyperSparseTraining(SparseTraining):
         for name, weight in self.weights.items():
             dropped = ~masks[name]
             weight.masked_fill_(dropped, 0.0)
-            _reset_optimizer_state(optimizer, weight, dropped)
+            Optimizer.reset_state(optimizer, weight, dropped)
             self.masks[name].copy_(masks[name])
         if self.art_restart:
             optimizer.state.clear()  # the reference builds a new SGD for the fine-tuning

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainables.sparsity.patterns import PATTERNS
+
 # Only the weights of these layers are masked; biases and norm parameters stay dense, as in rigl.
 PRUNABLE_LAYERS = (nn.Linear, nn.Conv2d)
 
@@ -116,7 +118,6 @@ def update_mask(
 
 
 # --- patterns: the shape of a mask ----------------------------------------------------------
-PATTERNS = ("unstructured", "block", "n:m")
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class Pattern:
 
     def __post_init__(self) -> None:
         if self.kind not in PATTERNS:
-            raise ValueError(f"pattern must be one of {PATTERNS}, got {self.kind!r}")
+            raise ValueError(f"pattern must be one of {tuple(PATTERNS)}, got {self.kind!r}")
         if self.kind == "block" and (not isinstance(self.block_size, int) or self.block_size < 1):
             raise ValueError(f"block_size must be an int >= 1, got {self.block_size!r}")
         if self.kind == "n:m" and not (

@@ -44,8 +44,8 @@ from torch import Tensor, nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from trainables.flops import swat_step_flops
+from trainables.sparsity.engine import SparseTraining
 from trainables.sparsity.masks import kth_largest, prunable_layers, topk_mask
-from trainables.sparsity.methods import SparseTraining
 
 
 class SwatLinear(torch.autograd.Function):
