@@ -85,3 +85,50 @@ def test_conditions(text, config, holds):
 def test_malformed_parameters(body, message):
     with pytest.raises(SpaceError, match=message):
         parse_parameter("p", body, "")
+
+
+def condition_mismatches(space) -> list[str]:
+    """Where a knob's `when` is active for a searched component that does not read it, or
+    inactive for one that does (the registry's declarations decide)."""
+    from trainables.config import knob_table
+
+    table = knob_table()
+    found = []
+    for knob, param in space.parameters.items():
+        readers = set(table[knob].readers)
+        for slot in {s for s, _ in readers}:
+            if slot not in space.parameters or (param.when and param.when.name != slot):
+                continue
+            for component in space.parameters[slot].choices:
+                active = param.when is None or param.when.holds({slot: component})
+                if active != ((slot, component) in readers):
+                    found.append(
+                        f"{knob} is {'active' if active else 'inactive'} for {slot}={component}, "
+                        f"which {'does not read' if active else 'reads'} it"
+                    )
+    return found
+
+
+BUILTIN_TRAINER_SPACES = [n for n in available_spaces() if load_space(n).trainable is None]
+
+
+@pytest.mark.parametrize("name", BUILTIN_TRAINER_SPACES)
+def test_space_conditions_are_what_the_registry_says(name):
+    """A knob's `when` is active for exactly the searched components that read it (update_end
+    for set, rigl, prune_regrow and hypersparse; block_size for pattern block), so a space file
+    cannot drift from the methods' declarations."""
+    assert condition_mismatches(load_space(name)) == []
+
+
+def test_a_space_that_disagrees_with_the_registry_is_caught(tmp_path):
+    path = tmp_path / "drift.yaml"
+    path.write_text(
+        "parameters:\n"
+        "  method: {type: categorical, choices: [set, rigl]}\n"
+        "  skip_weight_update_on_mask_update: {type: categorical, choices: [true, false], "
+        "when: 'method in [set, rigl]'}\n"
+        "  block_size: {type: int, low: 2, high: 8}\n"
+    )
+    assert condition_mismatches(load_space(str(path))) == [
+        "skip_weight_update_on_mask_update is active for method=set, which does not read it"
+    ]  # (block_size: its reader, pattern, is not searched here; the spec check covers it)

@@ -351,8 +351,16 @@ def _apply_pattern_sparsity(config: dict[str, Any], given: set[str], where: str)
         )
 
 
+# `sparsity` is general (every trial records it: 0 for dense) but read by the sparse methods
+# only: where the chosen method is dense, a nonzero sparsity is unread, as a component's knob
+# is (a study that pins sparsity 0.9 and searches the method trains its dense trials at 0).
+SPARSE_METHODS_ONLY = "sparsity"
+
+
 def reading_slots(name: str, table: dict[str, KnobRow] | None = None) -> set[str]:
     """The slots whose components read knob `name` (empty for a general knob)."""
+    if name == SPARSE_METHODS_ONLY:
+        return {"method"}
     table = knob_table() if table is None else table
     return {slot for slot, _ in table[name].readers} if name in table else set()
 
@@ -362,12 +370,20 @@ def unread_knobs(config: Mapping[str, Any]) -> list[str]:
     a config changes component, e.g. a re-evaluation that swaps the method)."""
     table = knob_table()
     chosen = chosen_components(config)
+    dense = chosen["method"] in slot_registries()["method"] and not (
+        slot_registries()["method"][chosen["method"]].sparse
+    )
     return [
         name
         for name in config
         if name in table
-        and not table[name].general
-        and not any(chosen.get(slot) == component for slot, component in table[name].readers)
+        and (
+            (name == SPARSE_METHODS_ONLY and dense and config[name] != 0.0)
+            or (
+                not table[name].general
+                and not any(chosen.get(s) == c for s, c in table[name].readers)
+            )
+        )
     ]
 
 

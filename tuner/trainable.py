@@ -19,7 +19,7 @@ from typing import Any
 from ray import tune
 
 from search_spaces import SearchSpace
-from trainables.config import Config, make_config, unread_knobs
+from trainables.config import SPARSE_METHODS_ONLY, Config, make_config, unread_knobs
 from trainables.datasets import DeviceDataset
 from trainables.train import Trainer
 from tuner.imports import import_function
@@ -88,18 +88,16 @@ def resolved_config(config: dict[str, Any], space: SearchSpace) -> Config:
     the space said `when: "optimizer == sgd"`; a fixed one is an error (caught by the spec)."""
     resolved = space.resolve(config)
     for name in unread_knobs(resolved):
-        if name in space.parameters:
+        if name in space.parameters or name == SPARSE_METHODS_ONLY:  # dense: trains at 0
             del resolved[name]
     return make_config(resolved)
 
 
 def recorded_config(config: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
-    """What Parquet records of a built-in trial: its resolved config (every knob its
-    components read, defaults included) less the knobs the space's conditions made inactive
-    (`update_interval` of a static trial: no component it chose reads it)."""
-    resolved = space.resolve(config)
-    inactive = {n for n in space.parameters if n in config and n not in resolved}
-    return {k: v for k, v in resolved_config(config, space).to_dict().items() if k not in inactive}
+    """What Parquet records of a built-in trial: its resolved config, every knob its components
+    read with the value it trained with (a default where the space's condition made a knob
+    inactive), and no other (`update_interval` of a static trial: static reads none)."""
+    return resolved_config(config, space).to_dict()
 
 
 def run_trial(
