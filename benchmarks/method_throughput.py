@@ -42,6 +42,7 @@ from benchmarks.common import (  # noqa: E402
     table,
 )
 from trainables.datasets import DeviceDataset  # noqa: E402
+from trainables.sparsity.methods import METHODS as REGISTRY  # noqa: E402
 from trainables.train import Trainer  # noqa: E402
 
 METHODS = ("dense", "static", "set", "rigl", "swat", "hypersparse")
@@ -147,10 +148,7 @@ class StepClock:
 def _bool_after_backward(self, step, optimizer):
     if not self.method.sparse:
         return False
-    for name, buffer in self.momentum.items():
-        grad = self.weights[name].grad
-        if grad is not None:
-            buffer.mul_(self.momentum_beta).add_(grad)
+    self.method.observe_gradients(self)
     update = self.is_update_step(step)
     if update:
         self._update_masks(step, optimizer)
@@ -182,7 +180,7 @@ def _sorted_scale(weights, sparsity):
 def code_before(active: bool):
     """The pre-issue-8 masking and HyperSparse scale, patched in for one measurement."""
     from trainables.sparsity import hypersparse
-    from trainables.sparsity.methods import SparseTraining
+    from trainables.sparsity.engine import SparseTraining
 
     if not active:
         yield
@@ -210,10 +208,13 @@ def _measure_once(workload: str, method: str, steps: int, device: str) -> dict:
     data = synthetic(spec["shape"], steps * BATCH, spec["augment"], device)
     config = {
         **spec["config"], "method": method, "sparsity": 0.0 if method == "dense" else SPARSITY,
-        "update_interval": UPDATE_INTERVAL, "batch_size": BATCH, "epochs": 1000, "lr": 0.01,
+        "batch_size": BATCH, "epochs": 1000, "lr": 0.01,
         "device": device, "seed": 0,
         # hypersparse: one dense warm-up epoch, so the timed epoch is ART's regularized phase
         **({"warmup_epochs": 1} if method == "hypersparse" else {}),
+        # the schedule's interval, for the methods that have one
+        **({"update_interval": UPDATE_INTERVAL} if "update_interval" in REGISTRY.knobs_of(method)
+           else {}),
     }  # fmt: skip
     trainer = Trainer(config, data)
     clock = StepClock(trainer)

@@ -10,7 +10,7 @@ from torch import nn
 
 from contract.errors import ConfigError
 from trainables.model_knobs import MODEL_KNOBS
-from trainables.models import register_model
+from trainables.models.registry import register_model
 
 
 def _image_shape(model: str, input_shape) -> tuple[int, int, int]:

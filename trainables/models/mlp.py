@@ -5,7 +5,7 @@ import math
 from torch import nn
 
 from trainables.model_knobs import MODEL_KNOBS
-from trainables.models import register_model
+from trainables.models.registry import register_model
 
 
 def hidden_widths(depth: int, width: int, first_width: int = 0, last_width: int = 0) -> list[int]:
