@@ -57,15 +57,47 @@ def pid_alive(pid: Any) -> bool:
         return True
 
 
+def process_start(pid: int) -> str | None:
+    """The start time of `pid` in clock ticks since boot (Linux /proc), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def this_driver() -> dict[str, Any]:
+    """Who this driver is, as the study lock and driver.json both record it: host, pid and the
+    process's start time (so a reused pid is not taken for the driver)."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "process_start": process_start(pid)}
+
+
+def is_this_driver(record: dict[str, Any]) -> bool:
+    return record.get("host") == socket.gethostname() and record.get("pid") == os.getpid()
+
+
+def driver_gone(record: dict[str, Any]) -> bool | None:
+    """Whether the driver a record names has exited: None when it ran on another host (its
+    process cannot be seen from here); a dead pid, a zombie, or a pid now held by a process
+    started at another time is gone."""
+    if record.get("host") != socket.gethostname():
+        return None
+    pid = record.get("pid")
+    if not pid_alive(pid):  # also for a non-int pid and for a zombie
+        return True
+    recorded, now = record.get("process_start"), process_start(pid)
+    return recorded is not None and now is not None and recorded != now
+
+
 def driver_state(record: dict[str, Any]) -> str:
     """running | ended | interrupted (its driver is gone) | unknown (another host's driver)."""
     if not record:
         return "unknown"
     if record.get("state") in ("ended", "interrupted"):
         return record["state"]
-    if record.get("host") != socket.gethostname():
-        return "unknown"
-    return "running" if pid_alive(record.get("pid")) else "interrupted"
+    gone = driver_gone(record)
+    return "unknown" if gone is None else "interrupted" if gone else "running"
 
 
 def _duration(seconds: float | None) -> str:

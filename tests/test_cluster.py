@@ -24,6 +24,8 @@ import pytest
 import yaml
 from ports import free_port
 
+from results.parquet import read_table
+
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 CLUSTER_FILES = ["cluster.yaml", "cluster-gcp.yaml"]
@@ -245,8 +247,6 @@ def test_study_as_ray_job_on_two_nodes(cluster, tmp_path):
     `status` listing it, and the dashboard refusing a request without the token."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from results.parquet import read_table
-
     # the dashboard's HTTP API: no token is refused, a wrong one too, the right one accepted
     assert http_status(f"{cluster.dashboard}/api/jobs/") == 401
     assert http_status(f"{cluster.dashboard}/api/jobs/", "not-the-token") == 403
@@ -335,6 +335,45 @@ def test_study_as_ray_job_on_two_nodes(cluster, tmp_path):
     )  # fmt: skip
     assert refused.returncode == 2 and job_id not in refused.stdout
     assert "token" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+
+
+@pytest.mark.ray
+def test_moasha_study_as_ray_job_on_two_nodes(cluster, tmp_path):
+    """MO-ASHA on the 2-node cluster, as a Ray Job: stopped trials in trials.parquet with
+    their history, each stopped by a STOP decision at its rung, the rung records written
+    through to the study folder from the job's driver, the completed ones at the budget."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+    from test_moasha_e2e import check_stopped_trials, decisions
+
+    storage, name = tmp_path / "runs", "cluster-moasha"
+    submitted = cli(
+        cluster, "submit", "studies/moasha.yaml", "--address", cluster.dashboard,
+        "--python", sys.executable,
+        "--set", f"name={name}", "--set", f"storage={storage}", "--set", "trials=8",
+        "--set", "fixed.epochs=9", "--set", "scheduler.max_t=9",
+        "--set", "scheduler.grace_period=1", "--set", "search.population_size=4",
+        "--set", "max_concurrent=2", "--set", "resources.cpu=1",
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = re.search(r"as Ray Job (\S+)", submitted.stdout).group(1)
+    client = JobSubmissionClient(
+        cluster.dashboard, headers={"Authorization": f"Bearer {cluster.token}"}
+    )
+    deadline = time.monotonic() + 240
+    status = client.get_job_status(job_id)
+    while time.monotonic() < deadline and status not in (
+        JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED
+    ):  # fmt: skip
+        time.sleep(1)
+        status = client.get_job_status(job_id)
+    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-4000:]
+    study_dir = storage / name
+    trials = read_table(study_dir / "trials.parquet")
+    print(trials[["trial_id", "status", "node", "epoch", "val_error"]])
+    assert len(trials) == 8 and set(trials["status"]) <= {"completed", "stopped", "diverged"}
+    assert (trials["status"] == "stopped").sum() >= 2, trials["status"].value_counts()
+    check_stopped_trials(study_dir, trials, rungs=[1, 3], budget=9)
+    assert decisions(study_dir) and list(study_dir.glob("search-seed-*/scheduler-state.json"))
 
 
 # -- storage on a URI ------------------------------------------------------------------------

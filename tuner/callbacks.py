@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from ray.tune import Callback
 
 from contract.columns import COMPLETED, STOPPED
 from results.parquet import HISTORY, TRIALS, upsert_rows
-from results.status import read_driver, write_driver
+from results.status import is_this_driver, read_driver, this_driver, write_driver
 from search_spaces import SearchSpace
 from tuner.lifecycle import append_log, trial_count
 from tuner.schedulers import result_epoch
@@ -410,12 +409,11 @@ class DriverRecord(Callback):
 
     def setup(self, **info):
         old = read_driver(self.study_dir)
-        same_driver = old.get("pid") == os.getpid() and old.get("host") == socket.gethostname()
+        same_driver = is_this_driver(old)
         now = time.time()
         done = trial_count(self.study_dir)
         record = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
+            **this_driver(),
             "state": "running",
             "study": self.study,
             "budget": self.budget,

@@ -20,12 +20,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
 from contract.errors import ConfigError
-from results.status import pid_alive
+from results.status import driver_gone, is_this_driver, this_driver
 
 
 class StudyLockedError(ConfigError):
@@ -36,21 +35,9 @@ def lock_path(storage: str, name: str) -> str:
     return f"{str(storage).rstrip('/')}/.{name}.lock"
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of `pid` in clock ticks since boot (Linux /proc), or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
 def _holder() -> dict:
-    pid = os.getpid()
     return {
-        "host": socket.gethostname(),
-        "pid": pid,
-        "process_start": _process_start(pid),
+        **this_driver(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "started_at": time.time(),
     }
@@ -58,13 +45,7 @@ def _holder() -> dict:
 
 def is_stale(holder: dict) -> bool:
     """Whether the driver named in a lock is gone (decidable on this host only)."""
-    if holder.get("host") != socket.gethostname():
-        return False
-    pid = holder.get("pid")
-    if not pid_alive(pid):  # also False for a non-int pid and for a zombie
-        return True
-    recorded, now = holder.get("process_start"), _process_start(pid)
-    return recorded is not None and now is not None and recorded != now
+    return bool(driver_gone(holder))
 
 
 def describe(holder: dict) -> str:
@@ -177,9 +158,7 @@ class StudyLock:
         if not self.held:
             return
         current = self._read()
-        if current is None or (
-            current.get("pid") == os.getpid() and current.get("host") == socket.gethostname()
-        ):
+        if current is None or is_this_driver(current):
             self._unlink()
         self.held = False
 
