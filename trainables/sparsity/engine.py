@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 # Module import (not names): trainables.flops imports this package for prunable_layers.
 import trainables.flops as flops_lib
+from trainables.config import knob_table, make_config
 from trainables.optimizers import OPTIMIZERS, Optimizer
 from trainables.sparsity.distributions import layer_densities as distribute_density
 from trainables.sparsity.masks import (
@@ -60,18 +61,18 @@ class SparseTraining:
         weights: dict[str, nn.Parameter],
         masks: dict[str, Tensor],
         *,
-        update_interval: int = 100,
-        update_end: float = 0.75,
-        drop_fraction: float = 0.3,
+        update_interval: int,
+        update_end: float,
+        drop_fraction: float,
         total_steps: int,
-        skip_weight_update_on_mask_update: bool = True,
-        generator: torch.Generator | None = None,
-        pattern: Pattern | None = None,
+        skip_weight_update_on_mask_update: bool,
+        generator: torch.Generator | None,
+        pattern: Pattern,
+        count_rounding: str,
+        gradient_momentum: float,
+        positions: dict[str, int] | None,
         regrowth_rate: float = 1.0,
         target_units: dict[str, int] | None = None,
-        gradient_momentum: float = 0.9,
-        positions: dict[str, int] | None = None,
-        count_rounding: str = "floor",
     ) -> None:
         self.method = method
         self.weights = weights
@@ -82,7 +83,7 @@ class SparseTraining:
         self.total_steps = total_steps
         self.skip_weight_update_on_mask_update = skip_weight_update_on_mask_update
         self.generator = generator
-        self.pattern = pattern or Pattern()
+        self.pattern = pattern
         self.regrowth_rate = regrowth_rate
         self.target_units = target_units or {}
         # the optimizer's momentum (or Adam's beta1), for methods with a momentum of their own
@@ -402,8 +403,14 @@ def build_sparse_training(
     if not isinstance(total_steps, numbers.Integral) or total_steps < 1:
         raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}")
     total_steps = int(total_steps)
-    get = config.get
-    update_interval = get("update_interval", 100)
+    table = knob_table()
+
+    def get(name: str) -> Any:
+        """The config's value; for a knob the method does not read (update_interval of
+        static: the engine holds one anyway), its one declared default."""
+        return config[name] if name in config else table[name].knob.default
+
+    update_interval = get("update_interval")
     if get("update_unit") == "epochs":
         if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
             raise ValueError(
@@ -413,7 +420,7 @@ def build_sparse_training(
     weights = prunable_weights(model)
     if not weights:
         raise ValueError("model has no nn.Linear or nn.Conv2d weights to sparsify")
-    pattern_name = get("pattern", "unstructured")
+    pattern_name = get("pattern")
     shape = PATTERNS.create(pattern_name, config).shape()
     shapes = {name: tuple(weight.shape) for name, weight in weights.items()}
     names = list(weights)
@@ -425,28 +432,26 @@ def build_sparse_training(
             for name, s in shapes.items()
         }
     else:
-        densities = distribute_density(
-            shapes, 1.0 - sparsity, get("distribution", "uniform"), dense_layers
-        )
+        densities = distribute_density(shapes, 1.0 - sparsity, get("distribution"), dense_layers)
     positions = flops_lib.output_positions(model, input_shape) if input_shape is not None else None
     common = dict(
         update_interval=int(update_interval),
-        update_end=float(get("update_end", 0.75)),
-        drop_fraction=float(get("drop_fraction", 0.3)),
+        update_end=float(get("update_end")),
+        drop_fraction=float(get("drop_fraction")),
         total_steps=total_steps,
-        skip_weight_update_on_mask_update=get("skip_weight_update_on_mask_update", True),
+        skip_weight_update_on_mask_update=get("skip_weight_update_on_mask_update"),
         generator=generator,
         pattern=shape,
         positions=positions,
         gradient_momentum=float(gradient_momentum),
-        count_rounding=get("count_rounding", "floor"),
+        count_rounding=get("count_rounding"),
     )
     setup = EngineSetup(
         model, config, weights, densities, dense_layers, total_steps, steps_per_epoch, common
     )
     training = method.make_engine(setup)
     training.after_step()
-    if get("sparse_init"):
+    if config.get("sparse_init"):  # the methods that read it (not swat: dense weights)
         rescale_sparse_init(training.weights, training.masks)
     return training
 
@@ -459,7 +464,7 @@ def mask_engine(
     config, common = setup.config, setup.common
     densities = setup.densities if densities is None else densities
     shape: Pattern = common["pattern"]
-    regrowth_rate = float(config.get("regrowth_rate", 1.0))
+    regrowth_rate = float(config.get("regrowth_rate", 1.0))  # 1: methods that never shrink
     target_units = None
     if regrowth_rate < 1.0:
         shapes = {name: tuple(w.shape) for name, w in setup.weights.items()}
@@ -469,7 +474,7 @@ def mask_engine(
         # It only shrinks: it starts at min(initial_sparsity, sparsity).
         start = 1.0 - min(config["initial_sparsity"], config["sparsity"])
         densities = distribute_density(
-            shapes, start, config.get("distribution", "uniform"), setup.dense_layers
+            shapes, start, config.get("distribution"), setup.dense_layers
         )
     if method.sparse:
         masks = pattern_masks(setup.weights, densities, shape, common["generator"])
@@ -512,8 +517,6 @@ def create_sparse_training(
     (`momentum`, `optimizer`) set the momentum a method keeps of its own (SNFS). Tests and
     benchmarks build engines this way; the train loop builds from its resolved config.
     """
-    from trainables.config import make_config
-
     overrides = {"method": method, **knobs}
     if method in METHODS and "sparse_init" in METHODS.knobs_of(method):
         overrides.setdefault("sparse_init", False)  # the raw init, unless asked
