@@ -9,8 +9,10 @@ one new file):
     class MEST(Method):
         knobs = {**SPARSE, **SCHEDULE, "mest_lambda": Knob(1.0, float, "...", low=0.0)}
         dynamic = True
+        dense_gradient = property(lambda self: True)  # its scores read the dense gradient
         def drop_score(self, name, weight, training):
-            return weight.detach().abs() + self.values["mest_lambda"] * weight.grad.abs()
+            grad = training.dense_gradient(weight).abs()
+            return weight.detach().abs() + self.values["mest_lambda"] * grad
         def grow_score(self, name, weight, training):
             return training.dense_gradient(weight).abs()
 
@@ -20,8 +22,8 @@ dense training); `dynamic` (masks change on the schedule by `drop_score`/`grow_s
 `dense_gradient` (the grow score reads the dense gradient on update steps: 2 f_S + f_D there),
 `dense_gradient_every_step` (every step: SNFS), `rewire_after_step` (SET: the optimizer step
 runs, then the masks change); its state (`state_dict`); `check(config)` for rules across knobs
-(raised before any trial starts); and `build(...)` for methods with an engine of their own
-(SWAT, HyperSparse). The engine (`trainables.sparsity.engine.SparseTraining`) runs the
+(raised before any trial starts); and `make_engine(setup)` for methods with an engine of
+their own (SWAT, HyperSparse). The engine (`trainables.sparsity.engine.SparseTraining`) runs the
 schedule, the shared mask update and the FLOP accounting for all of them.
 
 Torch-free at import: a spec is validated against these declarations before torch loads; a
