@@ -1,6 +1,17 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+# tests/test_new_method.py writes a method file into the methods folder and removes it; a run
+# killed in between leaves it there, where the next run would register it: gone first.
+THROWAWAY_METHODS = "trainables/sparsity/methods/throwaway_*.py"
+
+
+def pytest_sessionstart(session):
+    for path in Path(__file__).resolve().parents[1].glob(THROWAWAY_METHODS):
+        path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
