@@ -370,9 +370,8 @@ def unread_knobs(config: Mapping[str, Any]) -> list[str]:
     a config changes component, e.g. a re-evaluation that swaps the method)."""
     table = knob_table()
     chosen = chosen_components(config)
-    dense = chosen["method"] in slot_registries()["method"] and not (
-        slot_registries()["method"][chosen["method"]].sparse
-    )
+    methods = slot_registries()["method"]
+    dense = chosen["method"] in methods and not methods[chosen["method"]].sparse
     return [
         name
         for name in config

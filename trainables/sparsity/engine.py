@@ -425,7 +425,7 @@ def build_sparse_training(
     shapes = {name: tuple(weight.shape) for name, weight in weights.items()}
     names = list(weights)
     dense_layers = tuple(dict.fromkeys([names[0], names[-1]])) if get("dense_first_last") else ()
-    sparsity = config["sparsity"] if method.sparse else 0.0
+    sparsity = config["sparsity"]  # 0 for dense (make_config refuses any other)
     if shape.kind == "n:m":
         densities = {
             name: 1.0 if name in dense_layers or not shape.supports(s) else shape.n / shape.m
@@ -457,33 +457,21 @@ def build_sparse_training(
 
 
 def mask_engine(
-    method: Method, setup: EngineSetup, densities: dict[str, float] | None = None
+    method: Method,
+    setup: EngineSetup,
+    densities: dict[str, float] | None = None,
+    **shrink: Any,
 ) -> SparseTraining:
-    """The shared engine: random masks of the pattern at the layers' densities (prune_regrow
-    with regrowth_rate < 1 starts at initial_sparsity and shrinks to its target)."""
-    config, common = setup.config, setup.common
+    """The shared engine: random masks of the pattern at the layers' densities (`setup`'s, or
+    those given: prune_regrow's start when it shrinks, with its `regrowth_rate` and
+    `target_units` in `shrink`); all-True masks for a dense method."""
     densities = setup.densities if densities is None else densities
-    shape: Pattern = common["pattern"]
-    regrowth_rate = float(config.get("regrowth_rate", 1.0))  # 1: methods that never shrink
-    target_units = None
-    if regrowth_rate < 1.0:
-        shapes = {name: tuple(w.shape) for name, w in setup.weights.items()}
-        target_units = {
-            name: max(1, round(densities[name] * shape.n_units(shapes[name]))) for name in shapes
-        }
-        # It only shrinks: it starts at min(initial_sparsity, sparsity).
-        start = 1.0 - min(config["initial_sparsity"], config["sparsity"])
-        densities = distribute_density(
-            shapes, start, config.get("distribution"), setup.dense_layers
-        )
     if method.sparse:
-        masks = pattern_masks(setup.weights, densities, shape, common["generator"])
+        common = setup.common
+        masks = pattern_masks(setup.weights, densities, common["pattern"], common["generator"])
     else:
         masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in setup.weights.items()}
-    return SparseTraining(
-        method, setup.weights, masks, regrowth_rate=regrowth_rate, target_units=target_units,
-        **common,
-    )  # fmt: skip
+    return SparseTraining(method, setup.weights, masks, **shrink, **setup.common)
 
 
 @torch.no_grad()

@@ -10,8 +10,3 @@ class Dense(Method):
     """Dense training (3 f_D per sample)."""
 
     sparse = False
-
-    def make_engine(self, setup):
-        from trainables.sparsity.engine import mask_engine
-
-        return mask_engine(self, setup, densities={name: 1.0 for name in setup.weights})

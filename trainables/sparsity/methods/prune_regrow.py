@@ -72,7 +72,7 @@ class PruneRegrow(Method):
 
     @classmethod
     def check(cls, config, where=""):
-        if config.get("regrowth_rate", 1.0) < 1.0 and config.get("pattern") == "n:m":
+        if config["regrowth_rate"] < 1.0 and config["pattern"] == "n:m":
             refuse(
                 where,
                 f"regrowth_rate={config['regrowth_rate']!r} < 1 cannot keep an n:m pattern "
@@ -104,6 +104,26 @@ class PruneRegrow(Method):
         if criterion == "momentum":
             return self.momentum[name].abs()
         return training.dense_gradient(weight).abs()
+
+    # --- the engine: shrinking from initial_sparsity when regrowth_rate < 1 ---------------
+    def make_engine(self, setup):
+        """The shared engine; with regrowth_rate < 1 it starts at min(initial_sparsity,
+        sparsity) and shrinks by update_end to each layer's count at the target sparsity."""
+        from trainables.sparsity.distributions import layer_densities
+        from trainables.sparsity.engine import mask_engine
+
+        rate = self.values["regrowth_rate"]
+        if rate >= 1.0:
+            return mask_engine(self, setup)
+        config, shape = setup.config, setup.common["pattern"]
+        shapes = {name: tuple(w.shape) for name, w in setup.weights.items()}
+        target_units = {
+            name: max(1, round(setup.densities[name] * shape.n_units(shapes[name])))
+            for name in shapes
+        }
+        start = 1.0 - min(self.values["initial_sparsity"], config["sparsity"])
+        densities = layer_densities(shapes, start, config["distribution"], setup.dense_layers)
+        return mask_engine(self, setup, densities, regrowth_rate=rate, target_units=target_units)
 
     # --- SNFS's state -----------------------------------------------------------------------
     def attach(self, training):
