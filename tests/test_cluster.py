@@ -240,46 +240,60 @@ def cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+def submit_and_wait(cluster: Cluster, spec: str, *sets: str, on_poll=None) -> tuple[str, str]:
+    """`run_study.py submit` a study to the cluster with these `--set`s, then poll the Jobs API
+    (calling `on_poll()` each second) until it ends; returns (job id, submit's stdout) of a
+    job that SUCCEEDED."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    args = [arg for value in sets for arg in ("--set", value)]
+    submitted = cli(
+        cluster, "submit", spec, "--address", cluster.dashboard, "--python", sys.executable, *args
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = re.search(r"as Ray Job (\S+)", submitted.stdout).group(1)
+    client = JobSubmissionClient(
+        cluster.dashboard, headers={"Authorization": f"Bearer {cluster.token}"}
+    )
+    ended = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
+    deadline = time.monotonic() + 240
+    status = client.get_job_status(job_id)
+    while time.monotonic() < deadline:
+        status = client.get_job_status(job_id)
+        if on_poll is not None:
+            on_poll()
+        if status in ended:
+            break
+        time.sleep(1)
+    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-4000:]
+    return job_id, submitted.stdout
+
+
 @pytest.mark.ray
 def test_study_as_ray_job_on_two_nodes(cluster, tmp_path):
     """`run_study.py submit` on a 2-node cluster: SUCCEEDED through the Jobs API, trials on
     both nodes in trials.parquet, the study's metrics on the head's metrics endpoint,
     `status` listing it, and the dashboard refusing a request without the token."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
     # the dashboard's HTTP API: no token is refused, a wrong one too, the right one accepted
     assert http_status(f"{cluster.dashboard}/api/jobs/") == 401
     assert http_status(f"{cluster.dashboard}/api/jobs/", "not-the-token") == 403
     assert http_status(f"{cluster.dashboard}/api/jobs/", cluster.token) == 200
 
     storage, name = tmp_path / "runs", "cluster-tiny"
-    submitted = cli(
-        cluster, "submit", "studies/default.yaml", "--address", cluster.dashboard,
-        "--python", sys.executable,
-        "--set", f"name={name}", "--set", f"storage={storage}", "--set", "trials=6",
-        "--set", "fixed.epochs=100", "--set", "search.population_size=4",
-        "--set", "max_concurrent=2", "--set", "resources.cpu=1",
-    )  # fmt: skip
-    assert submitted.returncode == 0, submitted.stderr
-    print(submitted.stdout)
-    job_id = re.search(r"as Ray Job (\S+)", submitted.stdout).group(1)
-    assert f"ray job logs --follow --address {cluster.dashboard} {job_id}" in submitted.stdout
-
-    client = JobSubmissionClient(
-        cluster.dashboard, headers={"Authorization": f"Bearer {cluster.token}"}
-    )
     seen: dict[str, float] = {}
-    deadline = time.monotonic() + 240
-    status = client.get_job_status(job_id)
-    while time.monotonic() < deadline:
-        status = client.get_job_status(job_id)
-        code, text = http_get(cluster.metrics)  # the head's Prometheus endpoint
+
+    def scrape() -> None:  # the head's Prometheus endpoint, while the job runs
+        code, text = http_get(cluster.metrics)
         if code == 200:
             seen.update(study_metrics(text, name))
-        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-            break
-        time.sleep(1)
-    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-4000:]
+
+    job_id, stdout = submit_and_wait(
+        cluster, "studies/default.yaml", f"name={name}", f"storage={storage}", "trials=6",
+        "fixed.epochs=100", "search.population_size=4", "max_concurrent=2", "resources.cpu=1",
+        on_poll=scrape,
+    )  # fmt: skip
+    print(stdout)
+    assert f"ray job logs --follow --address {cluster.dashboard} {job_id}" in stdout
 
     trials = read_table(storage / name / "trials.parquet")
     print(trials[["trial_id", "status", "node", "val_error"]], json.dumps(seen, indent=1))
@@ -342,31 +356,14 @@ def test_moasha_study_as_ray_job_on_two_nodes(cluster, tmp_path):
     """MO-ASHA on the 2-node cluster, as a Ray Job: stopped trials in trials.parquet with
     their history, each stopped by a STOP decision at its rung, the rung records written
     through to the study folder from the job's driver, the completed ones at the budget."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
     from test_moasha_e2e import check_stopped_trials, decisions
 
     storage, name = tmp_path / "runs", "cluster-moasha"
-    submitted = cli(
-        cluster, "submit", "studies/moasha.yaml", "--address", cluster.dashboard,
-        "--python", sys.executable,
-        "--set", f"name={name}", "--set", f"storage={storage}", "--set", "trials=8",
-        "--set", "fixed.epochs=9", "--set", "scheduler.max_t=9",
-        "--set", "scheduler.grace_period=1", "--set", "search.population_size=4",
-        "--set", "max_concurrent=2", "--set", "resources.cpu=1",
+    submit_and_wait(
+        cluster, "studies/moasha.yaml", f"name={name}", f"storage={storage}", "trials=8",
+        "fixed.epochs=9", "scheduler.max_t=9", "scheduler.grace_period=1",
+        "search.population_size=4", "max_concurrent=2", "resources.cpu=1",
     )  # fmt: skip
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = re.search(r"as Ray Job (\S+)", submitted.stdout).group(1)
-    client = JobSubmissionClient(
-        cluster.dashboard, headers={"Authorization": f"Bearer {cluster.token}"}
-    )
-    deadline = time.monotonic() + 240
-    status = client.get_job_status(job_id)
-    while time.monotonic() < deadline and status not in (
-        JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED
-    ):  # fmt: skip
-        time.sleep(1)
-        status = client.get_job_status(job_id)
-    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-4000:]
     study_dir = storage / name
     trials = read_table(study_dir / "trials.parquet")
     print(trials[["trial_id", "status", "node", "epoch", "val_error"]])
