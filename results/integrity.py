@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from contract.errors import ResultsError
-from results.parquet import STUDY_FILES, TRIALS
+from results.parquet import STUDY_FILES, TRIALS, read_footer
 
 
 class DamagedFileError(ResultsError):
@@ -27,13 +27,12 @@ def _parts(path: Path) -> list[Path]:
 def damage(path: str | Path) -> str | None:
     """Why the Parquet file (or folder of part files) at `path` cannot be read, or None."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     for part in _parts(Path(path)):
         try:
             if part.stat().st_size == 0:
                 return f"{part} is empty (0 bytes)"
-            pq.ParquetFile(part).metadata  # noqa: B018 - reads and checks the footer
+            read_footer(part)  # reads and checks the footer
         except (pa.ArrowException, OSError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
             return f"{part} is damaged ({first})"

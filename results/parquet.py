@@ -81,9 +81,25 @@ def _write_arrow_atomic(table: pa.Table, path: Path) -> None:
     _fsync_directory(path.parent)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a Parquet file (or a folder of part files) into pandas."""
-    return pd.read_parquet(path)
+def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a Parquet file (or a folder of part files) into pandas.
+
+    A single file is read through one open handle. By path, pyarrow takes the size from a
+    stat and the bytes from a later open; a study renaming a new version into place between
+    the two (every finished trial does) makes the read fail with "Page was smaller than
+    expected". The handle keeps the size and the bytes from the same file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return pd.read_parquet(path, columns=columns)
+    with open(path, "rb") as handle:
+        return pd.read_parquet(handle, columns=columns)
+
+
+def read_footer(path: str | Path) -> pq.FileMetaData:
+    """The footer (row count, schema) of one Parquet file, read through one open handle."""
+    with open(path, "rb") as handle:
+        return pq.ParquetFile(handle).metadata
 
 
 def _schema_file(path: Path) -> Path:
@@ -100,7 +116,8 @@ def _schema_file(path: Path) -> Path:
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The custom schema metadata of a Parquet file (pandas' own key left out)."""
-    raw = pq.read_schema(_schema_file(Path(path))).metadata or {}
+    with open(_schema_file(Path(path)), "rb") as handle:  # one handle: see read_table
+        raw = pq.read_schema(handle).metadata or {}
     return {
         key.decode(): value.decode() for key, value in raw.items() if key != _PANDAS_METADATA_KEY
     }

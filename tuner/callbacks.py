@@ -15,7 +15,7 @@ import pandas as pd
 from ray.tune import Callback
 
 from contract.columns import COMPLETED, STOPPED
-from results.parquet import HISTORY, TRIALS, upsert_rows
+from results.parquet import HISTORY, TRIALS, read_table, upsert_rows
 from results.status import is_this_driver, read_driver, this_driver, write_driver
 from search_spaces import SearchSpace
 from tuner.lifecycle import append_log, trial_count
@@ -322,7 +322,7 @@ class ProgressReporter(Callback):
         path = self.study_dir / TRIALS
         if not path.exists():
             return 0
-        trials = pd.read_parquet(path, columns=["search_seed"])
+        trials = read_table(path, columns=["search_seed"])
         if self.search_seed is None:
             return int(trials["search_seed"].isna().sum())
         return int((trials["search_seed"] == self.search_seed).sum())

@@ -23,15 +23,13 @@ from results.status import driver_state, pid_alive, read_driver
 
 
 def trial_count(study_dir: Path) -> int:
-    from results.parquet import TRIALS
+    from results.parquet import TRIALS, read_footer
 
     path = study_dir / TRIALS
     if not path.exists():
         return 0
-    import pyarrow.parquet as pq
-
     try:
-        return pq.ParquetFile(path).metadata.num_rows if path.is_file() else 0
+        return read_footer(path).num_rows if path.is_file() else 0
     except OSError:
         return 0
 
