@@ -31,7 +31,6 @@ TUNE_TRIAL_ATTR = "tune_trial_id"
 # Parquet schema metadata keys
 SPEC_KEY = "sparsetune.spec"
 OBJECTIVES_KEY = "sparsetune.objectives"
-CONSTRAINTS_KEY = "sparsetune.constraints"
 VERSIONS_KEY = "sparsetune.versions"
 GIT_COMMIT_KEY = "sparsetune.git_commit"
 HARDWARE_KEY = "sparsetune.hardware"

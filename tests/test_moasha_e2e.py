@@ -186,7 +186,6 @@ def test_moasha_composes_with_seeds_lhs_constraints_and_metrics(local_ray, tmp_p
     rung records per search (no seed sees the other's trials); constrained ranking at the
     rungs; and the study's dashboard counters count the stopped trials."""
     import tuner.monitoring
-    from contract.columns import CONSTRAINTS_KEY
     from tuner.schedulers import STOP
     from tuner.study import known_trial_ids
 
@@ -248,7 +247,7 @@ def test_moasha_composes_with_seeds_lhs_constraints_and_metrics(local_ray, tmp_p
         assert len(told) == per_seed - len(
             diverged & set(trials.loc[trials["search_seed"] == seed, "trial_id"])
         )
-        assert all(len(t.user_attrs[CONSTRAINTS_KEY]) == len(CONSTRAINTS) for t in told)
+        assert all(list(t.constraints) == CONSTRAINTS for t in told)
         rows = trials[trials["search_seed"] == seed]
         for point in designs[seed]:  # stopped or not, each design trial has its row
             assert any(math.isclose(lr, point["lr"]) for lr in rows["config/lr"]), point

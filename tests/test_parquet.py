@@ -217,7 +217,9 @@ def test_reads_while_a_study_renames_new_versions_into_place_never_fail(tmp_path
         n = 0
         while not stop.is_set():
             n += 1
-            write_table_atomic(trials_frame(2 + n % 40 * 25), path, metadata={"k": "v" * (1 + n % 9)})
+            write_table_atomic(
+                trials_frame(2 + n % 40 * 25), path, metadata={"k": "v" * (1 + n % 9)}
+            )
 
     writer = threading.Thread(target=rewrite_with_changing_sizes)
     writer.start()

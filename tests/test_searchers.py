@@ -119,6 +119,46 @@ def test_constraints_follow_optunas_sign_convention():
         parse_constraint("flops < 5")
 
 
+@pytest.mark.parametrize("algorithm", ["nsga2", "tpe", "gp"])
+def test_constraints_reach_the_samplers_as_trial_constraints(algorithm):
+    """Told through `Trial.set_constraint` (Optuna 5), not the deprecated `constraints_func`
+    (a FutureWarning, removed in v7): no warning, and every told trial carries its values."""
+    import warnings
+
+    from ray.tune.search.sample import Float
+
+    from tuner.searchers import create_optuna_searcher
+
+    texts = ["density >= 0.5", "val_error <= 0.5"]
+    search = SearchConfig(algorithm=algorithm, population_size=4, constraints=texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        searcher = create_optuna_searcher(search, {"val_error": "min", "train_flops": "min"}, 0)
+    searcher.set_search_properties(None, None, {"x": Float(0.0, 1.0)})
+    feasible = {1, 2, 5, 6}  # the rest dominate them, but break a constraint
+    for i in range(8 if algorithm != "gp" else 5):
+        assert searcher.suggest(f"t{i}") is not None
+        ok = i in feasible
+        result = {
+            "val_error": 0.4 if ok else 0.05 * (i + 1),
+            "train_flops": 9.0 if ok else 8.0 - i,
+            "density": 0.6 if ok else 0.1,
+        }
+        searcher.on_trial_complete(f"t{i}", result)
+    study = searcher.optuna_study
+    for trial in study.trials:
+        ok = trial.number in feasible
+        expected = {"density >= 0.5": 0.5 - (0.6 if ok else 0.1)}
+        expected["val_error <= 0.5"] = (0.4 if ok else 0.05 * (trial.number + 1)) - 0.5
+        assert trial.constraints == pytest.approx(expected)
+    if algorithm == "nsga2":
+        # constrained domination: generation 2's parents are the feasible trials, although
+        # on the objectives alone every infeasible trial dominates them
+        sampler = study.sampler
+        parents = {t.number for t in sampler.get_parent_population(study, 2)}
+        assert parents == feasible
+
+
 @pytest.mark.parametrize(
     "result, values",
     [

@@ -35,9 +35,9 @@ class SearchAlgorithm(Component):
     OptunaSearch, or a fixed list of configs (`config_list`, `design`)."""
 
     config_list = False  # True: the configs are known up front (lhs, grid)
-    takes_constraints = False  # Optuna's constraints_func (feasible first)
+    takes_constraints = False  # ranks feasible trials first (Optuna's Trial.constraints)
 
-    def sampler(self, seed: int, space=None, exclude=(), constraints_func=None):
+    def sampler(self, seed: int, space=None, exclude=()):
         raise NotImplementedError
 
     def design(self, space, trials: int, seed: int, exclude) -> list[dict[str, Any]]:
@@ -74,7 +74,7 @@ class NSGA2(SearchAlgorithm):
         ),  # fmt: skip
     }
 
-    def sampler(self, seed: int, space=None, exclude=(), constraints_func=None):
+    def sampler(self, seed: int, space=None, exclude=()):
         import optuna
 
         v = self.values
@@ -84,7 +84,6 @@ class NSGA2(SearchAlgorithm):
             mutation_prob=v["mutation_prob"],
             swapping_prob=v["swapping_prob"],
             seed=seed,
-            constraints_func=constraints_func,
         )
         if v["init"] == "lhs" and space is not None:
             from tuner.searchers import LatinHypercubeSampler, set_initial_sampler
@@ -100,12 +99,10 @@ class TPE(SearchAlgorithm):
 
     takes_constraints = True
 
-    def sampler(self, seed: int, space=None, exclude=(), constraints_func=None):
+    def sampler(self, seed: int, space=None, exclude=()):
         import optuna
 
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, constraints_func=constraints_func
-        )
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
 
 
 @SEARCHERS.register("gp")
@@ -114,17 +111,17 @@ class GP(SearchAlgorithm):
 
     takes_constraints = True
 
-    def sampler(self, seed: int, space=None, exclude=(), constraints_func=None):
+    def sampler(self, seed: int, space=None, exclude=()):
         import optuna
 
-        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints_func)
+        return optuna.samplers.GPSampler(seed=seed)
 
 
 @SEARCHERS.register("random")
 class RandomSearch(SearchAlgorithm):
     """Independent uniform samples (Optuna's RandomSampler)."""
 
-    def sampler(self, seed: int, space=None, exclude=(), constraints_func=None):
+    def sampler(self, seed: int, space=None, exclude=()):
         import optuna
 
         return optuna.samplers.RandomSampler(seed=seed)

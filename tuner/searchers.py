@@ -12,6 +12,10 @@ only, so a generation holds `population_size` full-budget trials however many st
 ranks it after every complete trial; GP ignores it. Its constraint values (from the partial
 result) are stored too, so constrained samplers see the same attributes on every trial.
 
+Constraints reach the samplers as Optuna 5 wants them: `Trial.set_constraint` on the trial
+before it is told (NSGA-II's constrained domination, TPE's and GP's feasibility all read
+`FrozenTrial.constraints`); the samplers' `constraints_func` is deprecated (removed in v7).
+
 Latin-hypercube designs, grids and the fixed studies (reproduction, re-evaluation) are lists of
 configs served by `ConfigListSearch`, a Tune Searcher that saves and restores its position.
 """
@@ -30,13 +34,11 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from contract.columns import CONSTRAINTS_KEY
 from search_spaces import SearchSpace
 from tuner.schedulers import result_epoch
 from tuner.search_algorithms import SEARCHERS, parse_constraint
 from tuner.spec import SearchConfig, SpecError
 
-CONSTRAINT_ATTR = CONSTRAINTS_KEY  # user attr holding c <= 0 (feasible) per constraint
 __all__ = ["parse_constraint"]  # (re-exported: its home is tuner.search_algorithms)
 
 
@@ -66,7 +68,9 @@ def constraint_values(result: dict[str, Any], constraints: list[str]) -> list[fl
 
 
 def stored_constraints(trial: FrozenTrial) -> list[float]:
-    return trial.user_attrs.get(CONSTRAINT_ATTR, [])
+    """The constraints_func of samplers pickled before Optuna 5's `set_constraint` (a resumed
+    old study unpickles it by name); their trials kept the values in this user attribute."""
+    return trial.user_attrs.get("sparsetune.constraints", [])
 
 
 def stopped_early(result: dict[str, Any] | None, budget: int | None) -> bool:
@@ -93,8 +97,10 @@ class MultiObjectiveOptunaSearch(OptunaSearch):
         if values is None:
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
         else:
-            if self.constraints:
-                ot_trial.set_user_attr(CONSTRAINT_ATTR, constraint_values(result, self.constraints))
+            for text, value in zip(
+                self.constraints, constraint_values(result, self.constraints), strict=True
+            ):
+                ot_trial.set_constraint(text, value)  # c <= 0: feasible
             if stopped_early(result, self.budget):
                 self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
             else:
@@ -176,8 +182,7 @@ def create_sampler(
     algorithm = SEARCHERS.create(search.algorithm, search.settings or vars(search))
     if algorithm.config_list:
         raise ValueError(f"search.algorithm={search.algorithm!r} has no Optuna sampler")
-    constraints_func = stored_constraints if search.constraints else None
-    return algorithm.sampler(seed, space, exclude, constraints_func)
+    return algorithm.sampler(seed, space, exclude)
 
 
 def create_optuna_searcher(
