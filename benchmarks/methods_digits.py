@@ -27,6 +27,7 @@ from benchmarks.common import (  # noqa: E402
     passed_args,
     progress,
 )
+from trainables.config import unread_knobs  # noqa: E402
 from trainables.datasets import load_dataset  # noqa: E402
 from trainables.train import Trainer  # noqa: E402
 
@@ -85,10 +86,11 @@ def run(args) -> Section:
     start = time.perf_counter()
 
     def runs(method: str, sparsity: float, knobs: dict) -> list[dict]:
-        return [
-            train({**base, "method": method, "sparsity": sparsity, "seed": s, **knobs}, data)
-            for s in range(seeds)
-        ]
+        config = {**base, "method": method, "sparsity": sparsity, **knobs}
+        # the shared settings go to the methods that read them (update_interval: not dense,
+        # static, swat, hypersparse); a row's own knobs must all be read (a typo fails)
+        config = {k: v for k, v in config.items() if k not in set(unread_knobs(config)) & set(base)}
+        return [train({**config, "seed": s}, data) for s in range(seeds)]
 
     dense_runs = runs("dense", 0.0, {})
     dense_flops = statistics.mean(m["train_flops"] for m in dense_runs)

@@ -143,22 +143,32 @@ def reference_point(task: str, data_dir: Path, max_t: int) -> dict[str, float]:
 
 
 # -- running the studies -----------------------------------------------------------------------
+def arm_spec(task, arm, seed, trials, max_t, out: Path, data_dir: Path):
+    """The study spec of one arm, task and seed: studies/moasha.yaml with the arm's search
+    and scheduler (the `search:` mapping replaced whole: a setting such as population_size
+    is refused by a search that does not read it)."""
+    from tuner.spec import load_spec
+
+    _, algorithm, scheduler = ARMS[arm]
+    search = (
+        "{algorithm: nsga2, population_size: 4}" if algorithm == "nsga2" else "{algorithm: random}"
+    )
+    overrides = [
+        f"storage={out}", f"name={task}-{arm}-seed{seed}", f"seeds=[{seed}]", f"trials={trials}",
+        f"fixed.epochs={max_t}", f"scheduler.max_t={max_t}", f"scheduler.algorithm={scheduler}",
+        "scheduler.grace_period=1", "scheduler.reduction_factor=3", f"search={search}",
+        "max_concurrent=2", *task_overrides(task, data_dir),
+    ]  # fmt: skip
+    return load_spec(ROOT / "studies" / "moasha.yaml", overrides)
+
+
 def run_one(task, arm, seed, trials, max_t, out: Path, data_dir: Path):
     """One study: its trials (status, epoch, objectives, finished_at) and history."""
     from results.parquet import read_table
-    from tuner.spec import load_spec
     from tuner.study import run_study
 
-    _, algorithm, scheduler = ARMS[arm]
-    name = f"{task}-{arm}-seed{seed}"
-    overrides = [
-        f"storage={out}", f"name={name}", f"seeds=[{seed}]", f"trials={trials}",
-        f"fixed.epochs={max_t}", f"scheduler.max_t={max_t}", f"scheduler.algorithm={scheduler}",
-        "scheduler.grace_period=1", "scheduler.reduction_factor=3",
-        f"search.algorithm={algorithm}", "search.population_size=4", "max_concurrent=2",
-        *task_overrides(task, data_dir),
-    ]  # fmt: skip
-    spec = load_spec(ROOT / "studies" / "moasha.yaml", overrides)
+    spec = arm_spec(task, arm, seed, trials, max_t, out, data_dir)
+    name = spec.name
     with contextlib.redirect_stdout(io.StringIO()):  # the per-trial lines: not here
         run_study(spec, overwrite=True, dashboard=False)
     study_dir = out / name
@@ -294,7 +304,9 @@ def run(args) -> Section:
         max_t, full_trials, es_trials = args.max_t, args.full_trials, args.es_trials
         asha_trials = args.asha_trials
         tasks = tuple(args.tasks)
-    out = Path(args.out).resolve()
+    # a smoke run has its own folder: runs of another size in --out are started over
+    out = Path(args.out or f"runs/bench-mo-early-stopping{'-quick' if args.quick else ''}")
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
     if not (data_dir / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").exists():
@@ -423,7 +435,9 @@ def run(args) -> Section:
             f"epoch {max_t}, over (a)'s full learning curves: {rho_text}. Trials reaching each "
             f"rung -> going on, all seeds: (b) {stats_b}; (c) {stats_c}."
         )
-    png = figure(curves, budgets, Path(args.png))
+    # a smoke run's figure stays with its runs; RESULTS.md's is benchmarks/mo_early_stopping.png
+    png_path = Path(args.png) if args.png else (out if args.quick else ROOT / "benchmarks") / PNG
+    png = figure(curves, budgets, png_path)
     body += [
         "",
         f"![hypervolume against total epochs]({os.path.relpath(png, ROOT / 'benchmarks')})",
@@ -454,9 +468,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--synthetic-train", type=int, default=1000, help="synthetic images")
     parser.add_argument("--synthetic-test", type=int, default=500)
     parser.add_argument(
-        "--out", default="runs/bench-mo-early-stopping", help="runs kept here (resumable)"
+        "--out",
+        default=None,
+        help="runs kept here, resumable (default: runs/bench-mo-early-stopping[-quick])",
     )
-    parser.add_argument("--png", default=str(ROOT / "benchmarks" / PNG), help="the figure")
+    parser.add_argument(
+        "--png", default=None, help=f"the figure (default: benchmarks/{PNG}; --quick: in --out)"
+    )
     parser.add_argument(
         "--analyze-only", action="store_true", help="no new runs: report the seeds done in --out"
     )
