@@ -80,14 +80,29 @@ def run_one(name: str, extra: list[str], quick: bool, log_dir: Path) -> tuple[Se
     return Section(**json.loads(out.read_text())), seconds
 
 
-def existing_sections(text: str) -> dict[str, str]:
-    """name -> its Markdown in an existing RESULTS.md (between the markers)."""
+HAND = "<!-- section: "  # a hand-written section (a measurement made by hand) follows
+
+
+def existing_sections(text: str) -> tuple[dict[str, str], dict[str, str]]:
+    """From an existing RESULTS.md: name -> its benchmark's Markdown (between the markers),
+    and name -> the hand-written sections that follow it (kept when the benchmark reruns)."""
     sections: dict[str, str] = {}
+    hand: dict[str, str] = {}
     parts = text.split("<!-- benchmark: ")
     for part in parts[1:]:
         name, _, rest = part.partition(" -->")
-        sections[name] = rest.strip() + "\n"
-    return sections
+        body, marker, written_by_hand = rest.partition(HAND)
+        sections[name] = body.strip() + "\n"
+        if marker:
+            hand[name] = marker + written_by_hand.strip() + "\n"
+    return sections, hand
+
+
+def render_sections(order: list[str], sections: dict[str, str], hand: dict[str, str]) -> str:
+    """The benchmark sections in `order`, each followed by its hand-written sections."""
+    return "\n".join(
+        f"{MARK.format(n)}\n{sections[n]}" + (f"\n{hand[n]}" if n in hand else "") for n in order
+    )
 
 
 def main() -> None:
@@ -112,8 +127,11 @@ def main() -> None:
     m = machine()
     print(f"machine: {m['cpu']}, {m['cores']} cores, GPU {m['gpu']}; commit {m['commit']}")
     sections: dict[str, str] = {}
-    if args.only and out.exists():
-        sections = existing_sections(out.read_text())
+    hand: dict[str, str] = {}
+    if out.exists():
+        kept, hand = existing_sections(out.read_text())
+        if args.only:
+            sections = kept
     total = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sparsetune-bench-") as logs:
         for i, name in enumerate(names, 1):
@@ -126,7 +144,7 @@ def main() -> None:
             print(f"[{i}/{len(names)}] {name} done in {seconds:.0f} s", flush=True)
     order = [n for n in BENCHMARKS if n in sections]
     text = header(m, order, args.quick) + "\n\n"
-    text += "\n".join(f"{MARK.format(n)}\n{sections[n]}" for n in order)
+    text += render_sections(order, sections, hand)
     out.write_text(text)
     print(f"wrote {out} in {time.perf_counter() - total:.0f} s")
 

@@ -42,3 +42,19 @@ def test_in_process_benchmark_runs_at_its_quick_size(name):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
     assert "\n## " in "\n" + done.stdout  # printed its RESULTS.md section
+
+
+def test_rerunning_a_benchmark_keeps_the_hand_written_sections_after_it():
+    """RESULTS.md holds measurements made by hand (`<!-- section: ... -->`) after a
+    benchmark's section; `run_all.py` rewrites the benchmark's part and keeps them."""
+    from benchmarks.run_all import existing_sections, render_sections
+
+    text = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    sections, hand = existing_sections(text)
+    assert hand and set(hand) <= set(sections)
+    sections = {name: f"## {name}: rerun\n" for name in sections}  # every benchmark rerun
+    rendered = render_sections(list(sections), sections, hand)
+    for name, written_by_hand in hand.items():
+        assert written_by_hand.startswith("<!-- section: ")
+        assert f"## {name}: rerun\n\n{written_by_hand}" in rendered
+    assert rendered.count("<!-- section: ") == text.count("<!-- section: ")
