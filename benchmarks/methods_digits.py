@@ -89,7 +89,8 @@ def run(args) -> Section:
         config = {**base, "method": method, "sparsity": sparsity, **knobs}
         # the shared settings go to the methods that read them (update_interval: not dense,
         # static, swat, hypersparse); a row's own knobs must all be read (a typo fails)
-        config = {k: v for k, v in config.items() if k not in set(unread_knobs(config)) & set(base)}
+        unread_shared = set(unread_knobs(config)) & set(base)
+        config = {k: v for k, v in config.items() if k not in unread_shared}
         return [train({**config, "seed": s}, data) for s in range(seeds)]
 
     dense_runs = runs("dense", 0.0, {})

@@ -16,6 +16,8 @@ import pytest
 
 from benchmarks.mo_early_stopping import ARMS, TASKS, arm_spec
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("arm", list(ARMS))
@@ -27,9 +29,6 @@ def test_every_arm_of_the_early_stopping_benchmark_is_a_valid_spec(arm, task, tm
     assert spec.dataset == ("digits" if task == "digits" else "fashion_mnist")
     if algorithm == "nsga2":
         assert spec.search.population_size == 4
-
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
